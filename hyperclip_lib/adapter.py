@@ -1,0 +1,64 @@
+"""The base model f(x, W): a CLIP-Adapter as a function of one flat weight vector W.
+
+out = x + W2·ReLU(W1·x + b1) + b2, L2-normalised; logits = 100 · cosine(out, answer-prompt
+embeddings). Keeping W flat lets adaptation loops, hypernetworks and weight encoders all speak
+the same "weights as data" language.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+LOGIT_SCALE = 100.0   # fixed, as in the authors' release
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    dim: int
+    hidden: int
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"W1": (self.hidden, self.dim), "b1": (self.hidden,), "W2": (self.dim, self.hidden), "b2": (self.dim,)}
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.shapes.values())
+
+    def unflatten(self, W: torch.Tensor) -> dict[str, torch.Tensor]:
+        if W.shape[-1] != self.n_params:
+            raise ValueError(f"weight vector has {W.shape[-1]} entries; AdapterSpec{self.dim, self.hidden} "
+                             f"needs {self.n_params}")
+        out, i = {}, 0
+        for name, shape in self.shapes.items():
+            n = math.prod(shape)
+            out[name] = W[..., i:i + n].reshape(*W.shape[:-1], *shape)
+            i += n
+        return out
+
+    def init(self, generator: torch.Generator | None = None, zero_residual: bool = True) -> torch.Tensor:
+        """Kaiming-uniform W1 (scale 1/sqrt(fan_in)); W2 zero by default, so f starts as plain CLIP."""
+        W1 = (torch.rand(self.hidden, self.dim, generator=generator) * 2 - 1) / math.sqrt(self.dim)
+        W2 = torch.zeros(self.dim, self.hidden) if zero_residual else \
+            (torch.rand(self.dim, self.hidden, generator=generator) * 2 - 1) / math.sqrt(self.hidden)
+        return torch.cat([W1.flatten(), torch.zeros(self.hidden), W2.flatten(), torch.zeros(self.dim)])
+
+
+def adapter_features(x: torch.Tensor, W: torch.Tensor, spec: AdapterSpec) -> torch.Tensor:
+    p = spec.unflatten(W)
+    h = F.relu(x @ p["W1"].transpose(-1, -2) + p["b1"].unsqueeze(-2))
+    out = x + h @ p["W2"].transpose(-1, -2) + p["b2"].unsqueeze(-2)
+    return F.normalize(out, dim=-1)
+
+
+def adapter_logits(x: torch.Tensor, W: torch.Tensor, spec: AdapterSpec, answer_emb: torch.Tensor) -> torch.Tensor:
+    """[..., n, A] logits of images x [..., n, D] against answer-prompt embeddings [..., A, D]."""
+    return LOGIT_SCALE * adapter_features(x, W, spec) @ F.normalize(answer_emb, dim=-1).transpose(-1, -2)
+
+
+def clip_logits(x: torch.Tensor, answer_emb: torch.Tensor) -> torch.Tensor:
+    """CLIP as base model: no adapter, cosine of image and prompt embeddings."""
+    return LOGIT_SCALE * F.normalize(x, dim=-1) @ F.normalize(answer_emb, dim=-1).transpose(-1, -2)

@@ -1,0 +1,144 @@
+"""Stages, each a pure function of its config and its inputs, cached in the artifact store.
+
+    world ──► Meta-VQA tasks ──► encoder ──► FeatureStore ──► calibration
+
+Every `ensure_*` returns what a notebook needs, building it only when its cached artifact is
+absent or broken, so any notebook can run alone and re-running is cheap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import encoders
+from .config import Config
+from .features import FeatureStore
+from .metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
+                      load_meta_vqa, question_file, write_meta_vqa)
+from .store import ArtifactStore, config_hash
+from .world import generate_world
+
+
+@dataclass
+class Data:
+    """A built benchmark: where its VQA files live, its tasks, and its answer-prompt templates."""
+    vqa_root: Path
+    split: TaskSplit
+    templates: dict[str, str]
+    source: dict
+
+
+def _source_id(cfg: Config, store: ArtifactStore) -> tuple[Path, dict]:
+    if cfg.data.vqa_root is None:
+        root = store.ensure("world", dataclasses.asdict(cfg.world), lambda d: generate_world(cfg.world, d))
+        return root, {"world": root.name}
+    root = Path(cfg.data.vqa_root).expanduser().resolve()
+    files = [f(root, s) for s in SPLITS for f in (question_file, annotation_file)]
+    # The key follows the files' size and time, so edited inputs are not served from the cache.
+    return root, {"vqa_root": str(root),
+                  "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()}}
+
+
+def ensure_data(cfg: Config, store: ArtifactStore | None = None) -> Data:
+    store = store or ArtifactStore()
+    root, source = _source_id(cfg, store)
+    if cfg.data.meta_dir is not None:
+        meta_train, meta_test = load_meta_vqa(cfg.data.meta_dir)
+        source = {**source, "meta_dir": str(Path(cfg.data.meta_dir).resolve())}
+    else:
+        meta_cfg = {"source": source, "split_seed": cfg.data.split_seed}
+        meta = store.ensure("metavqa", meta_cfg,
+                            lambda d: write_meta_vqa(*build_meta_vqa(root, cfg.data.split_seed), d))
+        meta_train, meta_test = load_meta_vqa(meta)
+        source = {**source, "metavqa": meta.name}
+    prompt_file = root / "Annotations" / "prompt_meta.json"
+    templates = json.loads(prompt_file.read_text()) if prompt_file.exists() else {}
+    return Data(root, TaskSplit.from_meta(meta_train, meta_test), templates, source)
+
+
+def encoder_backend(cfg: Config) -> str:
+    backend = cfg.encoder.backend
+    if backend == "auto":
+        return "world_clip" if cfg.data.vqa_root is None else "open_clip"
+    if backend not in ("world_clip", "open_clip"):
+        raise ValueError(f"encoder.backend is {backend!r}; expected 'auto', 'world_clip' or 'open_clip'")
+    return backend
+
+
+def world_clip_config(cfg: Config) -> dict:
+    return {"clip": dataclasses.asdict(cfg.world_clip), "world": dataclasses.asdict(cfg.world),
+            "text_tower": encoders.MINILM_PACKAGE}
+
+
+def ensure_world_clip(cfg: Config, store: ArtifactStore | None = None) -> Path:
+    store = store or ArtifactStore()
+    return store.ensure("world_clip", world_clip_config(cfg),
+                        lambda d: encoders.train_world_clip(cfg.world_clip, cfg.world, d))
+
+
+def load_encoder(cfg: Config, store: ArtifactStore | None = None) -> encoders.Encoder:
+    if encoder_backend(cfg) == "world_clip":
+        path = ensure_world_clip(cfg, store)
+        return encoders.load_world_clip(path, cfg.world_clip, cfg.world, cfg.encoder.device, cfg.encoder.batch_size)
+    return encoders.open_clip_encoder(cfg.encoder.model, cfg.encoder.pretrained, cfg.encoder.device,
+                                      cfg.encoder.batch_size)
+
+
+def answer_prompts(question: str, answers, templates: dict[str, str], default: str) -> list[str]:
+    """One sentence per answer, as the authors: the question's template, underscores as spaces."""
+    template = templates.get(question, default)
+    return [template.format(a.replace("_", " ")) for a in answers]
+
+
+def ensure_features(cfg: Config, store: ArtifactStore | None = None, data: Data | None = None) -> FeatureStore:
+    store = store or ArtifactStore()
+    data = data or ensure_data(cfg, store)
+    backend = encoder_backend(cfg)
+    enc_key = (world_clip_config(cfg) if backend == "world_clip"
+               else {"model": cfg.encoder.model, "pretrained": cfg.encoder.pretrained})
+    key = {"data": data.source, "encoder": {backend: enc_key}, "prompt_template": cfg.encoder.prompt_template}
+
+    def build(folder: Path) -> None:
+        enc = load_encoder(cfg, store)
+        names = data.split.image_names()
+        paths = []
+        for n in names:
+            p = find_image(data.vqa_root, n)
+            if p is None:
+                raise MetaVQAError(f"{data.vqa_root}/Images/mscoco: image {n}(.jpg|.png) not found")
+            paths.append(p)
+        image_features = enc.encode_images(paths, progress=True)
+        tasks = data.split.all_tasks()
+        questions = [t.question for t in tasks]
+        prompts = {t.question: answer_prompts(t.question, t.answers, data.templates, cfg.encoder.prompt_template)
+                   for t in tasks}
+        flat = [p for t in tasks for p in prompts[t.question]]
+        flat_emb = enc.encode_texts(flat, progress=True)
+        answer_embeddings, i = {}, 0
+        for t in tasks:
+            answer_embeddings[t.question] = flat_emb[i:i + len(t.answers)].clone()
+            i += len(t.answers)
+        FeatureStore(enc.identity, names, image_features, questions, enc.encode_texts(questions),
+                     {t.question: list(t.answers) for t in tasks}, prompts, answer_embeddings).save(folder)
+
+    return FeatureStore.load(store.ensure("features", key, build))
+
+
+def prepare(cfg: Config, store: ArtifactStore | None = None) -> dict:
+    """Build everything notebook 01 shows, timing each stage."""
+    store = store or ArtifactStore()
+    timings = {}
+    t = time.perf_counter()
+    data = ensure_data(cfg, store)
+    timings["world + Meta-VQA"] = time.perf_counter() - t
+    if encoder_backend(cfg) == "world_clip":
+        t = time.perf_counter()
+        ensure_world_clip(cfg, store)
+        timings["world CLIP"] = time.perf_counter() - t
+    t = time.perf_counter()
+    features = ensure_features(cfg, store, data)
+    timings["features"] = time.perf_counter() - t
+    return {"data": data, "features": features, "timings": timings, "config_hash": config_hash(cfg.to_dict())}

@@ -1,0 +1,93 @@
+"""The artifact store (atomic, cached, self-checking) and the config system."""
+import json
+
+import pytest
+
+from hyperclip_lib.config import get_config, parse_overrides, with_overrides
+from hyperclip_lib.store import ArtifactStore, atomic_write_json
+
+
+def writer(calls, text="hello"):
+    def build(folder):
+        calls.append(folder)
+        (folder / "out.txt").write_text(text)
+        (folder / "sub").mkdir()
+        (folder / "sub" / "x.bin").write_bytes(b"\x00\x01")
+    return build
+
+
+def test_ensure_builds_once_and_reuses(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    p1 = store.ensure("stage", {"a": 1}, writer(calls))
+    p2 = store.ensure("stage", {"a": 1}, writer(calls))
+    assert p1 == p2 and len(calls) == 1 and (p1 / "out.txt").read_text() == "hello"
+    p3 = store.ensure("stage", {"a": 2}, writer(calls))
+    assert p3 != p1 and len(calls) == 2
+
+
+def test_a_failed_build_leaves_nothing_behind(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    def broken(folder):
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        store.ensure("stage", {"a": 1}, broken)
+    assert list((tmp_path / "stage").iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "manifest", "foreign_config"])
+def test_corrupted_or_mismatched_artifacts_are_rebuilt_with_a_warning(tmp_path, damage):
+    store, calls = ArtifactStore(tmp_path), []
+    path = store.ensure("stage", {"a": 1}, writer(calls))
+    manifest = json.loads((path / "manifest.json").read_text())
+    if damage == "truncate":
+        (path / "sub" / "x.bin").write_bytes(b"\x00")
+    elif damage == "delete":
+        (path / "out.txt").unlink()
+    elif damage == "manifest":
+        (path / "manifest.json").write_text("{not json")
+    else:
+        manifest["config"] = {"a": 2}
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="rebuilding"):
+        again = store.ensure("stage", {"a": 1}, writer(calls))
+    assert again == path and len(calls) == 2
+    assert store.verify(again, {"a": 1}) is None and (again / "sub" / "x.bin").read_bytes() == b"\x00\x01"
+
+
+def test_atomic_write_replaces_whole_files_only(tmp_path):
+    target = tmp_path / "f.json"
+    atomic_write_json(target, {"x": 1})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"x": Unserialisable()})
+    assert json.loads(target.read_text()) == {"x": 1} and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_profiles_and_overrides():
+    quick, ci, paper = get_config("quick"), get_config("ci"), get_config("paper")
+    assert ci.world.n_images < quick.world.n_images and paper.encoder.model == "ViT-L-14-336"
+    cfg = with_overrides(quick, parse_overrides(["world.n_images=123", "data.vqa_root=/data/vqa",
+                                                 "encoder.pretrained=none", "calibration.lr=0.5"]))
+    assert (cfg.world.n_images, cfg.data.vqa_root, cfg.encoder.pretrained, cfg.calibration.lr) == \
+        (123, "/data/vqa", None, 0.5)
+    assert get_config("ci", {"world.seed": 3}).world.seed == 3
+    assert get_config("quick", data__vqa_root="/x").data.vqa_root == "/x"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"world.nope": 1}, "unknown config key 'world.nope'"),
+    ({"nosection.x": 1}, "unknown config section 'nosection'"),
+    ({"seed": 1}, "unknown config section 'seed'"),
+    ({"world.n_images": "many"}, "cannot read 'many' as int"),
+])
+def test_bad_overrides_are_named(overrides, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        get_config("quick", overrides)
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_config("huge")
