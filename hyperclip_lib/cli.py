@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (MetaVQAError, KeyError, ValueError) as e:
-        print(f"hyperclip {args.command}: error: {e}", file=sys.stderr)
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"hyperclip {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

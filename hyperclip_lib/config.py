@@ -23,7 +23,9 @@ class WorldConfig:
     grid: int = 3
     min_objects: int = 3
     max_objects: int = 6
-    color_concentration: float = 1.5   # Dirichlet concentration of each shape's colour habits
+    color_concentration: float = 0.3   # Dirichlet concentration of each shape's colour habits
+    cell_concentration: float = 0.3    # ... of each shape's habitual places on the grid
+    size_concentration: float = 0.3    # Beta concentration of each shape's chance of being large
     max_per_question: int = 100        # cap on how often one question string is asked
     max_per_filtered_question: int = 30  # yes/no and either-or questions, which the builder drops
 
@@ -36,9 +38,10 @@ class WorldClipConfig:
     width: int = 128
     layers: int = 4
     head_width: int = 32
-    context_length: int = 32
-    pool_images: int = 20000           # pretraining scenes, disjoint from the VQA files
-    steps: int = 1500
+    context_length: int = 64           # long enough for a six-object scene description
+    pool_images: int = 16000           # pretraining scenes (in moved twins), disjoint from the VQA files
+    full_scene_prob: float = 0.0       # share of captions that describe the whole scene
+    steps: int = 3000
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -92,7 +95,7 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
     if profile == "quick":
         return {}
     if profile == "ci":
-        return {"world.n_images": 500, "world.max_per_question": 40,
+        return {"world.n_images": 300, "world.max_per_question": 25,
                 "world_clip.steps": 20, "world_clip.pool_images": 500, "world_clip.batch_size": 64, "world_clip.layers": 1,
                 "world_clip.warmup_steps": 5, "calibration.steps": 10}
     if profile == "paper":
@@ -154,3 +157,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def notebook_config(profile: str, overrides: Mapping[str, Any] | None = None, *, vqa_root: str | None = None,
+                    meta_dir: str | None = None, clip_model: str | None = None, clip_pretrained: str | None = None,
+                    device: str | None = None) -> Config:
+    """A notebook's papermill parameters -> Config; the named parameters win over `overrides`."""
+    named = {"data.vqa_root": vqa_root, "data.meta_dir": meta_dir, "encoder.model": clip_model,
+             "encoder.pretrained": clip_pretrained, "encoder.device": device}
+    return get_config(profile, {**dict(overrides or {}), **{k: v for k, v in named.items() if v is not None}})

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import open_clip
 import torch
+import transformers
 from open_clip.loss import ClipLoss
 from open_clip.model import CustomTextCLIP
 from PIL import Image
@@ -105,6 +106,7 @@ def minilm_path() -> Path:
 def build_world_clip(cfg: WorldClipConfig, image_size: int) -> CustomTextCLIP:
     """The untrained world CLIP, with its MiniLM transformer locked and in eval mode."""
     path = str(minilm_path())
+    transformers.logging.set_verbosity_error()   # the checkpoint's unused BERT pooler is expected
     text_cfg = dict(hf_model_name=path, hf_tokenizer_name=path, hf_pooler_type="mean_pooler",
                     hf_proj_type="linear", context_length=cfg.context_length, hf_model_pretrained=True)
     vision_cfg = dict(image_size=image_size, patch_size=cfg.patch_size, width=cfg.width, layers=cfg.layers,
@@ -161,8 +163,8 @@ def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) ->
     tokenizer = world_clip_tokenizer(cfg)
     text_cache = FrozenTextCache(model, tokenizer)
     rng = np.random.default_rng([cfg.seed, 11])
-    stream = world_image_stream(world, seed=cfg.seed)
-    pool = [next(stream) for _ in tqdm(range(cfg.pool_images), desc="world CLIP scenes", leave=False)]
+    stream = world_image_stream(world, seed=cfg.seed, moved_twins=True)
+    pool = [next(stream) for _ in tqdm(range(2 * (cfg.pool_images // 2)), desc="world CLIP scenes", leave=False)]
     pool_x = images_to_tensor([im for im, _ in pool])
     loss_fn = ClipLoss()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -172,8 +174,9 @@ def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) ->
     model.visual.train()
     history = {"step": [], "loss": [], "logit_scale": []}
     for step in tqdm(range(cfg.steps), desc="world CLIP training", leave=False):
-        idx = rng.choice(len(pool), size=cfg.batch_size, replace=False)
-        captions = [scene_captions(pool[i][1], world.grid, rng, 1)[0] for i in idx]
+        twins = rng.choice(len(pool) // 2, size=cfg.batch_size // 2, replace=False)
+        idx = np.concatenate([2 * twins, 2 * twins + 1])
+        captions = [scene_captions(pool[i][1], world.grid, rng, 1, cfg.full_scene_prob)[0] for i in idx]
         text = model.text.proj(text_cache.pooled(captions))
         image = model.visual(pool_x[idx])
         loss = loss_fn(torch.nn.functional.normalize(image, dim=-1), torch.nn.functional.normalize(text, dim=-1),
@@ -209,3 +212,26 @@ def load_world_clip(path: Path, cfg: WorldClipConfig, world: WorldConfig, device
 
 def read_history(path: Path) -> dict:
     return json.loads((path / "history.json").read_text())
+
+
+def world_clip_zero_shot(encoder: Encoder, world: WorldConfig, n: int = 300, seed: int = 12345) -> dict[str, dict]:
+    """Zero-shot attribute recognition on fresh single-object scenes: accuracy per attribute vs chance."""
+    from .world import COLORS, SHAPES, SIZES, position_name
+    single = dataclasses.replace(world, min_objects=1, max_objects=1)
+    stream = world_image_stream(single, seed=seed)
+    scenes = [next(stream) for _ in range(n)]
+    x = encoder.encode_images([im for im, _ in scenes])
+    positions = sorted({position_name(r, c, world.grid) for r in range(world.grid) for c in range(world.grid)})
+    attributes = {
+        "color": (list(COLORS), "a {} object", lambda o: o.color),
+        "shape": (list(SHAPES), "a {}", lambda o: o.shape),
+        "size": (list(SIZES), "a {} object", lambda o: o.size),
+        "position": (positions, "an object at the {}", lambda o: position_name(o.row, o.col, world.grid)),
+    }
+    out = {}
+    for attr, (values, template, truth) in attributes.items():
+        t = encoder.encode_texts([template.format(v) for v in values])
+        pred = (x @ t.T).argmax(-1)
+        target = torch.tensor([values.index(truth(objs[0])) for _, objs in scenes])
+        out[attr] = {"accuracy": 100 * (pred == target).float().mean().item(), "chance": 100 / len(values)}
+    return out

@@ -54,24 +54,40 @@ def plural(shape: str) -> str:
 # Scenes and rendering
 
 
-def color_preferences(cfg: WorldConfig) -> dict[str, np.ndarray]:
-    """Per-shape colour distributions: like the real world (bananas are yellow), shapes have
-    habitual colours, so a task's answers are skewed and its prior is learnable from data."""
+@dataclass(frozen=True)
+class Habits:
+    """Per-shape habits, like the real world's (bananas are yellow, the sky is at the top): each
+    shape's distribution over colours and cells and its chance of being large. They skew every
+    task's answers, so a task's prior is learnable from its data — and from related tasks."""
+    colors: dict[str, np.ndarray]
+    cells: dict[str, np.ndarray]
+    p_large: dict[str, float]
+
+
+def world_habits(cfg: WorldConfig) -> Habits:
     rng = np.random.default_rng([cfg.seed, 7])
-    return {s: rng.dirichlet(np.full(len(COLORS), cfg.color_concentration)) for s in SHAPES}
+    n_cells = cfg.grid * cfg.grid
+    return Habits(
+        colors={s: rng.dirichlet(np.full(len(COLORS), cfg.color_concentration)) for s in SHAPES},
+        cells={s: rng.dirichlet(np.full(n_cells, cfg.cell_concentration)) for s in SHAPES},
+        p_large={s: float(rng.beta(cfg.size_concentration, cfg.size_concentration)) for s in SHAPES},
+    )
 
 
-def sample_scene(rng: np.random.Generator, cfg: WorldConfig, prefs: dict[str, np.ndarray]) -> list[SceneObject]:
+def sample_scene(rng: np.random.Generator, cfg: WorldConfig, habits: Habits) -> list[SceneObject]:
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    cells = rng.choice(cfg.grid * cfg.grid, size=n, replace=False)
+    free = np.ones(cfg.grid * cfg.grid, dtype=bool)
     colors = list(COLORS)
     objects = []
-    for cell in sorted(cells.tolist()):
+    for _ in range(n):
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        color = colors[int(rng.choice(len(colors), p=prefs[shape]))]
-        size = SIZES[int(rng.integers(len(SIZES)))]
+        p = habits.cells[shape] * free
+        cell = int(rng.choice(len(p), p=p / p.sum()))
+        free[cell] = False
+        color = colors[int(rng.choice(len(colors), p=habits.colors[shape]))]
+        size = SIZES[int(rng.random() < habits.p_large[shape])]
         objects.append(SceneObject(shape, color, size, cell // cfg.grid, cell % cfg.grid))
-    return objects
+    return sorted(objects, key=lambda o: (o.row, o.col))
 
 
 def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -134,9 +150,33 @@ def _related(objects, ref: SceneObject, relation: str) -> list[SceneObject]:
     return [o for o in objects if o.col == ref.col and (o.row - ref.row) * drow > 0]
 
 
-def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, str, str, str]]:
-    """Every question this scene answers uniquely, with its answer, VQA answer_type and family."""
-    qs: list[tuple[str, str, str, str]] = []
+# Each family's question phrasings (VQA asks the same thing many ways) and the sentence an answer
+# is slotted into to make its prompt; {s} is the subject, e.g. "small star on the left".
+FAMILIES = {
+    "color": (("What color is the {s}?", "What is the color of the {s}?", "Which color does the {s} have?"),
+              "the {s} is {{}}."),
+    "shape": (("What shape is the {s}?", "What is the shape of the {s}?", "Which shape is the {s}?"),
+              "the {s} is a {{}}."),
+    "size": (("What size is the {s}?", "How big is the {s}?"), "the {s} is {{}}."),
+    "position": (("Where is the {s}?", "Where is the {s} located?"), "the {s} is at the {{}}."),
+    "count": (("How many {s} are there?", "How many {s} are in the picture?"), "there are {{}} {s}."),
+    "relation-color": (("What color is the object {s}?",), "the object {s} is {{}}."),
+    "relation-shape": (("What shape is the object {s}?",), "the object {s} is a {{}}."),
+    "yes-no": (("Is there a {s}?",), "{{}}, there is a {s}."),
+    "choice": (("Is the {s}?",), "the {s}: {{}}."),
+}
+ANSWER_TYPES = {"count": "number", "yes-no": "yes/no"}
+
+
+def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, str, str, str, str]]:
+    """Every question this scene answers uniquely: (question, answer, VQA answer_type, family, prompt template)."""
+    qs: list[tuple[str, str, str, str, str]] = []
+
+    def ask(family: str, subject: str, answer: str) -> None:
+        phrasings, prompt = FAMILIES[family]
+        for phrasing in phrasings:
+            qs.append((phrasing.format(s=subject), answer, ANSWER_TYPES.get(family, "other"), family,
+                       prompt.format(s=subject)))
 
     def unique(pred):
         hits = [o for o in objects if pred(o)]
@@ -149,8 +189,7 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
                 o = unique(lambda o: o.shape == shape and (size is None or o.size == size)
                            and (in_region is None or in_region(o, grid)))
                 if o:
-                    qs.append((f"What color is the {_phrase(size=size, shape=shape, where=where)}?",
-                               o.color, "other", "color"))
+                    ask("color", _phrase(size=size, shape=shape, where=where), o.color)
     # shape of an object picked out by colour, optional size, optional location
     for color in COLORS:
         for size in (None, *SIZES):
@@ -158,82 +197,40 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
                 o = unique(lambda o: o.color == color and (size is None or o.size == size)
                            and (in_region is None or in_region(o, grid)))
                 if o:
-                    qs.append((f"What shape is the {_phrase(size=size, color=color, where=where)}?",
-                               o.shape, "other", "shape"))
+                    ask("shape", _phrase(size=size, color=color, where=where), o.shape)
     # size and position of an object picked out by colour and shape
     for color in COLORS:
         for shape in SHAPES:
             o = unique(lambda o: o.color == color and o.shape == shape)
             if o:
-                qs.append((f"What size is the {color} {shape}?", o.size, "other", "size"))
-                qs.append((f"Where is the {color} {shape}?", position_name(o.row, o.col, grid), "other", "position"))
+                ask("size", f"{color} {shape}", o.size)
+                ask("position", f"{color} {shape}", position_name(o.row, o.col, grid))
     # counting, asked only where at least one object matches (VQA rarely counts absent things)
-    for size in (None, *SIZES):
-        for color in (None, *COLORS):
-            for shape in (None, *SHAPES):
-                n = sum(1 for o in objects if (size is None or o.size == size)
-                        and (color is None or o.color == color) and (shape is None or o.shape == shape))
-                if n:
-                    noun = plural(shape) if shape else "objects"
-                    words = " ".join(w for w in (size, color, noun) if w)
-                    qs.append((f"How many {words} are there?", str(n), "number", "count"))
-    # relations: colour / shape of the one object beside a reference picked out by shape (+ colour or size)
+    for size, color, shape in ([(None, None, None)] + [(z, None, None) for z in SIZES]
+                               + [(None, c, s) for c in (None, *COLORS) for s in (None, *SHAPES) if c or s]):
+        n = sum(1 for o in objects if (size is None or o.size == size)
+                and (color is None or o.color == color) and (shape is None or o.shape == shape))
+        if n:
+            ask("count", " ".join(w for w in (size, color, plural(shape) if shape else "objects") if w), str(n))
+    # relations: colour / shape of the one object beside a reference picked out by shape (and size)
     for relation in RELATIONS:
         for shape in SHAPES:
-            for qualifier in (None, *SIZES, *COLORS):
-                is_size = qualifier in SIZES
-                ref = unique(lambda o: o.shape == shape and (qualifier is None
-                             or (o.size if is_size else o.color) == qualifier))
-                if ref is None:
-                    continue
-                near = _related(objects, ref, relation)
-                if len(near) != 1:
-                    continue
-                ref_phrase = _phrase(shape=shape, **({"size": qualifier} if is_size else {"color": qualifier}))
-                qs.append((f"What color is the object {relation} the {ref_phrase}?", near[0].color, "other",
-                           "relation-color"))
-                qs.append((f"What shape is the object {relation} the {ref_phrase}?", near[0].shape, "other",
-                           "relation-shape"))
+            for size in (None, *SIZES):
+                ref = unique(lambda o: o.shape == shape and (size is None or o.size == size))
+                near = _related(objects, ref, relation) if ref else []
+                if len(near) == 1:
+                    subject = f"{relation} the {_phrase(size=size, shape=shape)}"
+                    ask("relation-color", subject, near[0].color)
+                    ask("relation-shape", subject, near[0].shape)
     # yes/no and either-or questions: VQA has them, and the Meta-VQA builder must drop them
     for shape in SHAPES:
-        present = any(o.shape == shape for o in objects)
-        qs.append((f"Is there a {shape}?", "yes" if present else "no", "yes/no", "yes-no"))
+        ask("yes-no", shape, "yes" if any(o.shape == shape for o in objects) else "no")
         o = unique(lambda o: o.shape == shape)
         if o:
             other = sorted(c for c in COLORS if c != o.color)[len(objects) % (len(COLORS) - 1)]
             a, b = sorted([o.color, other])
-            qs.append((f"Is the {shape} {a} or {b}?", o.color, "other", "choice"))
+            ask("choice", f"{shape} {a} or {b}", o.color)
     return qs
-
-
-PROMPT_TEMPLATES = {
-    "color": "the {subject} is {{}}.",
-    "shape": "the {subject} is a {{}}.",
-    "size": "the {subject} is {{}}.",
-    "position": "the {subject} is at the {{}}.",
-    "count": "there are {{}} {subject}.",
-    "relation-color": "the {subject} is {{}}.",
-    "relation-shape": "the {subject} is a {{}}.",
-    "yes-no": "{{}}, {subject}.",
-    "choice": "the {subject} is {{}}.",
-}
-
-
-def answer_prompt_template(question: str, family: str) -> str:
-    """The sentence an answer is slotted into, e.g. 'What color is the small star?' -> 'the small star is {}.'"""
-    q = question.rstrip("?")
-    for lead in ("What color is the ", "What shape is the ", "What size is the ", "Where is the ",
-                 "How many ", "Is the ", "Is there "):
-        if q.startswith(lead):
-            subject = q[len(lead):]
-            break
-    else:
-        raise ValueError(f"no answer prompt for question {question!r}")
-    if family == "count":
-        subject = subject.removesuffix(" are there")
-    if family == "choice":
-        subject = subject.rsplit(" ", 3)[0]
-    return PROMPT_TEMPLATES[family].format(subject=subject)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +249,7 @@ def generate_world(cfg: WorldConfig, root: Path) -> dict:
     """
     root = Path(root)
     rng = np.random.default_rng([cfg.seed, 0])
-    prefs = color_preferences(cfg)
+    habits = world_habits(cfg)
     asked: Counter[str] = Counter()
     templates: dict[str, str] = {}
     families: Counter[str] = Counter()
@@ -263,19 +260,19 @@ def generate_world(cfg: WorldConfig, root: Path) -> dict:
         img_dir.mkdir(parents=True, exist_ok=True)
         questions, annotations = [], []
         for image_id in tqdm(image_ids, desc=f"world {split}", leave=False):
-            objects = sample_scene(rng, cfg, prefs)
+            objects = sample_scene(rng, cfg, habits)
             render_scene(objects, cfg, rng).save(img_dir / f"{image_name(split, image_id)}.png")
             candidates = scene_questions(objects, cfg.grid)
             order = rng.permutation(len(candidates))
             k = 0
             for idx in order:
-                question, answer, answer_type, family = candidates[idx]
+                question, answer, answer_type, family, prompt = candidates[idx]
                 quota = cfg.max_per_question if family not in ("yes-no", "choice") else cfg.max_per_filtered_question
                 if asked[question] >= quota:
                     continue
                 asked[question] += 1
                 families[family] += 1
-                templates.setdefault(question, answer_prompt_template(question, family))
+                templates.setdefault(question, prompt)
                 qid = image_id * 1000 + k
                 k += 1
                 questions.append({"image_id": image_id, "question": question, "question_id": qid})
@@ -294,37 +291,58 @@ def generate_world(cfg: WorldConfig, root: Path) -> dict:
             "by_family": dict(families)}
 
 
-def world_image_stream(cfg: WorldConfig, seed: int):
+def world_image_stream(cfg: WorldConfig, seed: int, moved_twins: bool = False):
     """An endless stream of (image, objects) from a seed of its own, disjoint from the VQA files:
-    the world CLIP is pretrained on these, as real CLIP is pretrained on images outside VQA."""
+    the world CLIP is pretrained on these, as real CLIP is pretrained on images outside VQA.
+
+    With `moved_twins`, scenes come in pairs: the same objects, then the same objects in other
+    cells. In one contrastive batch the twins are hard negatives that differ only in where things
+    are, so the image features must encode position, which attribute sets alone never require.
+    """
     rng = np.random.default_rng([cfg.seed, 1, seed])
-    prefs = color_preferences(cfg)
+    habits = world_habits(cfg)
     while True:
-        objects = sample_scene(rng, cfg, prefs)
+        objects = sample_scene(rng, cfg, habits)
         yield render_scene(objects, cfg, rng), objects
+        if moved_twins:
+            cells = rng.choice(cfg.grid * cfg.grid, size=len(objects), replace=False)
+            moved = sorted((SceneObject(o.shape, o.color, o.size, int(c) // cfg.grid, int(c) % cfg.grid)
+                            for o, c in zip(objects, cells)), key=lambda o: (o.row, o.col))
+            yield render_scene(moved, cfg, rng), moved
 
 
-def scene_captions(objects: list[SceneObject], grid: int, rng: np.random.Generator, k: int) -> list[str]:
-    """k captions of a scene: single objects with position, pairwise relations and counts."""
+def describe_object(o: SceneObject, grid: int) -> str:
+    return f"a {o.size} {o.color} {o.shape} at the {position_name(o.row, o.col, grid)}"
+
+
+def scene_description(objects: list[SceneObject], grid: int) -> str:
+    """Every object with its attributes and place, in reading order: the caption that binds them all."""
+    parts = [describe_object(o, grid) for o in sorted(objects, key=lambda o: (o.row, o.col))]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def scene_captions(objects: list[SceneObject], grid: int, rng: np.random.Generator, k: int,
+                   full_scene_prob: float = 0.0) -> list[str]:
+    """k captions of a scene: the full description, or one object, a pairwise relation or a count."""
     out = []
     for _ in range(k):
-        kind = rng.integers(3)
         o = objects[int(rng.integers(len(objects)))]
-        if kind == 0 or len(objects) == 1:
-            out.append(f"a {o.size} {o.color} {o.shape} at the {position_name(o.row, o.col, grid)}")
-        elif kind == 1:
-            pairs = [(a, rel, b) for a in objects for b in objects if a is not b
-                     for rel in RELATIONS if a in _related(objects, b, rel)]
-            if pairs:
-                a, rel, b = pairs[int(rng.integers(len(pairs)))]
-                out.append(f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}")
-            else:
-                out.append(f"a {o.size} {o.color} {o.shape} at the {position_name(o.row, o.col, grid)}")
-        else:
+        if rng.random() < full_scene_prob:
+            out.append(scene_description(objects, grid))
+            continue
+        kind = rng.choice(3, p=[0.5, 0.25, 0.25])   # one object with its place, a relation, a count
+        pairs = [(a, rel, b) for a in objects for b in objects if a is not b
+                 for rel in RELATIONS if a in _related(objects, b, rel)] if kind == 1 else []
+        if pairs:
+            a, rel, b = pairs[int(rng.integers(len(pairs)))]
+            out.append(f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}")
+        elif kind == 2:
             attr = ("color", "shape")[int(rng.integers(2))]
             value = getattr(o, attr)
             n = sum(1 for x in objects if getattr(x, attr) == value)
             noun = f"{value} objects" if attr == "color" else plural(value)
             noun = noun if n > 1 else (f"{value} object" if attr == "color" else value)
             out.append(f"{COUNT_WORDS[n]} {noun}")
+        else:
+            out.append(describe_object(o, grid))
     return out

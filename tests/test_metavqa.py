@@ -218,3 +218,14 @@ def test_missing_files_and_bad_released_files_are_reported(tmp_path):
     (tmp_path / "meta_test.json").write_text("{}")
     with pytest.raises(MetaVQAError, match=r"meta_train.json: task 'Q\?' has a sample"):
         load_meta_vqa(tmp_path)
+
+
+def test_the_world_goes_through_the_same_builder_from_the_command_line(tmp_path, capsys):
+    world = tmp_path / "world"
+    assert cli(["build-world", "--out", str(world), "--profile", "ci", "--set", "world.n_images=120",
+                "--set", "world.max_per_question=200"]) == 0
+    assert _run_cli(world, tmp_path / "meta", "--check-images") == 0
+    meta_train, meta_test = load_meta_vqa(tmp_path / "meta")
+    assert meta_train and meta_test and not set(meta_train) & set(meta_test)
+    assert cli(["build-world", "--out", str(world), "--set", "world.nope=1"]) == 2
+    assert "unknown config key 'world.nope'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 
 from hyperclip_lib.config import get_config
 from hyperclip_lib.metavqa import TaskSplit, build_meta_vqa, find_image, statistics_table
-from hyperclip_lib.world import (COLORS, SHAPES, SIZES, answer_prompt_template, color_preferences, generate_world,
+from hyperclip_lib.world import (COLORS, SHAPES, SIZES, world_habits, generate_world,
                                  position_name, sample_scene, scene_questions)
 
 
@@ -27,7 +27,18 @@ def referents(objects, phrase, grid):
     return [o for o in objects if ok(o)]
 
 
+PARAPHRASES = [(r"What is the color of the (.+)\?", r"What color is the \1?"),
+               (r"Which color does the (.+) have\?", r"What color is the \1?"),
+               (r"What is the shape of the (.+)\?", r"What shape is the \1?"),
+               (r"Which shape is the (.+)\?", r"What shape is the \1?"),
+               (r"How big is the (.+)\?", r"What size is the \1?"),
+               (r"Where is the (.+) located\?", r"Where is the \1?"),
+               (r"How many (.+) are in the picture\?", r"How many \1 are there?")]
+
+
 def check(objects, question, answer, grid):
+    for pattern, canonical in PARAPHRASES:
+        question = re.sub(f"^{pattern}$", canonical, question)
     m = re.fullmatch(r"What (color|shape) is the object (left of|right of|above|below) the (.+)\?", question)
     if m:
         (ref,) = referents(objects, m[3], grid)
@@ -62,27 +73,35 @@ def check(objects, question, answer, grid):
 
 def test_every_question_has_a_unique_and_correct_answer():
     cfg = get_config("quick").world
-    rng, prefs = np.random.default_rng(0), color_preferences(cfg)
+    rng, habits = np.random.default_rng(0), world_habits(cfg)
     n = 0
     for _ in range(150):
-        objects = sample_scene(rng, cfg, prefs)
+        objects = sample_scene(rng, cfg, habits)
         cells = [(o.row, o.col) for o in objects]
         assert len(set(cells)) == len(cells) and cfg.min_objects <= len(objects) <= cfg.max_objects
         qs = scene_questions(objects, cfg.grid)
         assert len({q for q, *_ in qs}) == len(qs), "a question asked twice of one image"
-        for question, answer, answer_type, family in qs:
+        for question, answer, answer_type, family, _ in qs:
             assert check(objects, question, answer, cfg.grid), (question, answer, objects)
             assert answer_type == {"count": "number", "yes-no": "yes/no"}.get(family, "other")
             n += 1
     assert n > 5000
 
 
-def test_answer_prompts_read_as_sentences():
-    assert answer_prompt_template("What color is the small star on the left?", "color") == \
-        "the small star on the left is {}."
-    assert answer_prompt_template("How many red circles are there?", "count") == "there are {} red circles."
-    assert answer_prompt_template("What shape is the object left of the blue cross?", "relation-shape") == \
-        "the object left of the blue cross is a {}."
+def test_answer_prompts_restate_the_question_around_one_answer_slot():
+    cfg = get_config("quick").world
+    rng, habits = np.random.default_rng(1), world_habits(cfg)
+    prompts = {}
+    for _ in range(300):
+        for question, answer, _, family, prompt in scene_questions(sample_scene(rng, cfg, habits), cfg.grid):
+            prompts[question] = prompt
+            filler = {"the", "is", "a", "at", "there", "are", "object", "{}", "{}.", "{},", "color", "shape"}
+            words = {w.strip(".?,:").lower() for w in question.split()}
+            prompt_words = {w.strip(".?,:") for w in prompt.lower().split()}
+            assert prompt.count("{}") == 1 and prompt_words - filler - {""} <= words, (question, prompt)
+    assert prompts["What is the color of the star on the left?"] == "the star on the left is {}."
+    assert prompts["How many objects are in the picture?"] == "there are {} objects."
+    assert prompts["What shape is the object left of the cross?"] == "the object left of the cross is a {}."
 
 
 @pytest.fixture(scope="module")

