@@ -2,7 +2,7 @@
 # Create or update .venv from requirements.txt (the exact pins) and install this project into it.
 # Idempotent: re-installs only when requirements.txt or pyproject.toml changed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"
