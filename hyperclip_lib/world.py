@@ -190,22 +190,16 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
         hits = [o for o in objects if pred(o)]
         return hits[0] if len(hits) == 1 else None
 
-    # colour of an object picked out by shape, optional size, optional location
-    for shape in SHAPES:
-        for size in (None, *SIZES):
-            for where, in_region in (None, None), *LOCATION_FILTERS.items():
-                o = unique(lambda o: o.shape == shape and (size is None or o.size == size)
-                           and (in_region is None or in_region(o, grid)))
-                if o:
-                    ask("color", _phrase(size=size, shape=shape, where=where), o.color)
-    # shape of an object picked out by colour, optional size, optional location
-    for color in COLORS:
-        for size in (None, *SIZES):
-            for where, in_region in (None, None), *LOCATION_FILTERS.items():
-                o = unique(lambda o: o.color == color and (size is None or o.size == size)
-                           and (in_region is None or in_region(o, grid)))
-                if o:
-                    ask("shape", _phrase(size=size, color=color, where=where), o.shape)
+    # the colour of an object picked out by its shape, and the shape of one picked out by its colour,
+    # each optionally narrowed by size and location
+    for family, key, values in (("color", "shape", SHAPES), ("shape", "color", COLORS)):
+        for value in values:
+            for size in (None, *SIZES):
+                for where, in_region in (None, None), *LOCATION_FILTERS.items():
+                    o = unique(lambda o: getattr(o, key) == value and (size is None or o.size == size)
+                               and (in_region is None or in_region(o, grid)))
+                    if o:
+                        ask(family, _phrase(size=size, where=where, **{key: value}), getattr(o, family))
     # position of an object picked out by colour and shape (its size is never asked: a two-way
     # answer is nearly a yes/no question, and the builder's rules keep those out of Meta-VQA)
     for color in COLORS:

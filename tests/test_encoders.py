@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from hyperclip_lib.config import get_config
-from hyperclip_lib.encoders import (FrozenTextCache, build_world_clip, images_to_tensor, load_world_clip,
+from hyperclip_lib.encoders import (FrozenTextCache, images_to_tensor, load_world_clip,
                                     minilm_path, open_clip_encoder, train_world_clip, world_clip_preprocess)
 from hyperclip_lib.features import FeatureMismatchError, FeatureStore
 
