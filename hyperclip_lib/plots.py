@@ -44,7 +44,8 @@ def task_histograms(split: TaskSplit):
     a.set(xlabel="answers per task", ylabel="tasks", title=f"mean {np.mean(n_answers):.2f} answers per task")
     sizes = [len(t.support) + len(t.query) for t in tasks]
     b.hist(sizes, bins=30, color="tab:orange", edgecolor="white")
-    b.set(xlabel="samples per task (support + query)", ylabel="tasks", title=f"median {np.median(sizes):.0f} samples")
+    b.set(xlabel="samples per task (support + query)", ylabel="tasks (log scale)", yscale="log",
+          title=f"median {np.median(sizes):.0f} samples")
     fig.tight_layout()
     return fig
 

@@ -7,6 +7,7 @@ as it reads the real dataset (DESIGN §1, §4).
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,15 @@ FAMILIES = {
     "choice": (("Is the {s}?",), "the {s}: {{}}."),
 }
 ANSWER_TYPES = {"count": "number", "yes-no": "yes/no"}
+
+
+def question_family(question: str) -> str | None:
+    """The family a Shapes-world question was asked from, or None for any other question."""
+    for family in sorted(FAMILIES, key=lambda f: not f.startswith("relation")):   # the specific forms first
+        for phrasing in FAMILIES[family][0]:
+            if re.fullmatch(re.escape(phrasing).replace(re.escape("{s}"), ".+"), question):
+                return family
+    return None
 
 
 def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, str, str, str, str]]:

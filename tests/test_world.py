@@ -7,7 +7,7 @@ import pytest
 
 from hyperclip_lib.config import get_config
 from hyperclip_lib.metavqa import TaskSplit, build_meta_vqa, find_image, statistics_table
-from hyperclip_lib.world import (COLORS, SHAPES, SIZES, world_habits, generate_world,
+from hyperclip_lib.world import (COLORS, SHAPES, SIZES, question_family, world_habits, generate_world,
                                  position_name, sample_scene, scene_questions)
 
 
@@ -82,6 +82,7 @@ def test_every_question_has_a_unique_and_correct_answer():
         assert len({q for q, *_ in qs}) == len(qs), "a question asked twice of one image"
         for question, answer, answer_type, family, _ in qs:
             assert check(objects, question, answer, cfg.grid), (question, answer, objects)
+            assert question_family(question) == family
             assert answer_type == {"count": "number", "yes-no": "yes/no"}.get(family, "other")
             n += 1
     assert n > 5000
