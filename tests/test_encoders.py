@@ -109,3 +109,28 @@ def test_feature_store_refuses_other_encoders_and_dimensions(tmp_path):
     (tmp_path / "features.pt").write_bytes(b"garbage")
     with pytest.raises(FeatureMismatchError, match="features.pt: not a readable FeatureStore"):
         FeatureStore.load(tmp_path)
+
+
+def test_a_vqa_folder_with_an_open_clip_model_goes_through_the_whole_pipeline(tiny_open_clip, tmp_path):
+    """The real-Meta-VQA path: a VQA v2 folder (here a small world) + an open_clip model, cached features."""
+    from hyperclip_lib.pipeline import ensure_data, ensure_features
+    from hyperclip_lib.store import ArtifactStore
+    from hyperclip_lib.world import generate_world
+    world = get_config("ci", {"world.n_images": 150, "world.max_per_question": 200}).world
+    generate_world(world, tmp_path / "vqa")
+    cfg = get_config("ci", {"data.vqa_root": str(tmp_path / "vqa"), "encoder.model": tiny_open_clip,
+                            "encoder.pretrained": "none"})
+    store = ArtifactStore(tmp_path / "artifacts")
+    data = ensure_data(cfg, store)
+    torch.manual_seed(0)
+    features = ensure_features(cfg, store, data)
+    assert features.encoder["name"] == f"open_clip:{tiny_open_clip}:None" and features.dim == 32
+    task = data.split.test[0]
+    assert features.images([img for img, _ in task.query]).shape == (len(task.query), 32)
+    assert features.answer_embeddings[task.question].shape == (len(task.answers), 32)
+    assert features.prompts[task.question][0] == data.templates[task.question].format(task.answers[0])
+    assert not (tmp_path / "artifacts" / "world_clip").exists()   # the world CLIP is never trained for it
+    again = ensure_features(cfg, store, data)                       # cached: same tensors, no re-encoding
+    assert torch.equal(again.image_features, features.image_features)
+    with pytest.raises(FeatureMismatchError, match="expects dimension 256"):
+        features.require(dim=256)
