@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .config import WorldConfig
+from .metavqa import image_name
 from .store import atomic_write_json
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
@@ -247,10 +248,6 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
 
 # ---------------------------------------------------------------------------------------------
 # Writing the world in the VQA v2 layout
-
-
-def image_name(split: str, image_id: int) -> str:
-    return f"COCO_{split}_{image_id:012d}"
 
 
 def generate_world(cfg: WorldConfig, root: Path) -> dict:
