@@ -38,7 +38,7 @@ class WorldClipConfig:
     width: int = 128
     layers: int = 4
     head_width: int = 32
-    context_length: int = 64           # long enough for a six-object scene description
+    context_length: int = 64           # room for whole-scene captions (full_scene_prob); longer ones are cut
     pool_images: int = 16000           # pretraining scenes (in moved twins), disjoint from the VQA files
     full_scene_prob: float = 0.0       # share of captions that describe the whole scene
     steps: int = 3000

@@ -57,6 +57,11 @@ def position_name(row: int, col: int, grid: int) -> str:
     return " ".join(w for w in (vertical, horizontal) if w) or "center"
 
 
+def reading_order(objects) -> list[SceneObject]:
+    """Objects row by row, left to right: how scenes are stored and described."""
+    return sorted(objects, key=lambda o: (o.row, o.col))
+
+
 def plural(shape: str) -> str:
     return shape + ("es" if shape.endswith("s") else "s")
 
@@ -98,7 +103,7 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig, habits: Habits) -> 
         color = colors[int(rng.choice(len(colors), p=habits.colors[shape]))]
         size = SIZES[int(rng.random() < habits.p_large[shape])]
         objects.append(SceneObject(shape, color, size, cell // cfg.grid, cell % cfg.grid))
-    return sorted(objects, key=lambda o: (o.row, o.col))
+    return reading_order(objects)
 
 
 def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -315,8 +320,8 @@ def world_image_stream(cfg: WorldConfig, seed: int, moved_twins: bool = False):
         yield render_scene(objects, cfg, rng), objects
         if moved_twins:
             cells = rng.choice(cfg.grid * cfg.grid, size=len(objects), replace=False)
-            moved = sorted((SceneObject(o.shape, o.color, o.size, int(c) // cfg.grid, int(c) % cfg.grid)
-                            for o, c in zip(objects, cells)), key=lambda o: (o.row, o.col))
+            moved = reading_order(SceneObject(o.shape, o.color, o.size, int(c) // cfg.grid, int(c) % cfg.grid)
+                                  for o, c in zip(objects, cells))
             yield render_scene(moved, cfg, rng), moved
 
 
@@ -326,7 +331,7 @@ def describe_object(o: SceneObject, grid: int) -> str:
 
 def scene_description(objects: list[SceneObject], grid: int) -> str:
     """Every object with its attributes and place, in reading order: the caption that binds them all."""
-    parts = [describe_object(o, grid) for o in sorted(objects, key=lambda o: (o.row, o.col))]
+    parts = [describe_object(o, grid) for o in reading_order(objects)]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
