@@ -32,12 +32,11 @@ class AdapterSpec:
         if W.shape[-1] != self.n_params:
             raise ValueError(f"weight vector has {W.shape[-1]} entries; AdapterSpec{self.dim, self.hidden} "
                              f"needs {self.n_params}")
-        out, i = {}, 0
-        for name, shape in self.shapes.items():
-            n = math.prod(shape)
-            out[name] = W[..., i:i + n].reshape(*W.shape[:-1], *shape)
-            i += n
-        return out
+        # One split (not four slices): its backward is a single concatenation, not four zero-filled
+        # full-length gradients summed, which matters inside second-order inner loops.
+        parts = W.split([math.prod(s) for s in self.shapes.values()], dim=-1)
+        return {name: part.reshape(*W.shape[:-1], *shape)
+                for (name, shape), part in zip(self.shapes.items(), parts)}
 
     def init(self, generator: torch.Generator | None = None, zero_residual: bool = True) -> torch.Tensor:
         """Kaiming-uniform W1 (scale 1/sqrt(fan_in)); W2 zero by default, so f starts as plain CLIP."""
@@ -47,16 +46,22 @@ class AdapterSpec:
         return torch.cat([W1.flatten(), torch.zeros(self.hidden), W2.flatten(), torch.zeros(self.dim)])
 
 
-def adapter_features(x: torch.Tensor, W: torch.Tensor, spec: AdapterSpec) -> torch.Tensor:
+def adapter_features(x: torch.Tensor, W: torch.Tensor, spec: AdapterSpec,
+                     film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """x [..., n, D] -> adapted, L2-normalised features. `film` = (scale, shift) [..., H] modulates the
+    hidden pre-activation (FiLM, Perez et al. 2017) for the Cond. Multitask FiLM baseline."""
     p = spec.unflatten(W)
-    h = F.relu(x @ p["W1"].transpose(-1, -2) + p["b1"].unsqueeze(-2))
-    out = x + h @ p["W2"].transpose(-1, -2) + p["b2"].unsqueeze(-2)
+    pre = x @ p["W1"].transpose(-1, -2) + p["b1"].unsqueeze(-2)
+    if film is not None:
+        pre = film[0].unsqueeze(-2) * pre + film[1].unsqueeze(-2)
+    out = x + F.relu(pre) @ p["W2"].transpose(-1, -2) + p["b2"].unsqueeze(-2)
     return F.normalize(out, dim=-1)
 
 
-def adapter_logits(x: torch.Tensor, W: torch.Tensor, spec: AdapterSpec, answer_emb: torch.Tensor) -> torch.Tensor:
+def adapter_logits(x: torch.Tensor, W: torch.Tensor, spec: AdapterSpec, answer_emb: torch.Tensor,
+                   film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """[..., n, A] logits of images x [..., n, D] against answer-prompt embeddings [..., A, D]."""
-    return LOGIT_SCALE * adapter_features(x, W, spec) @ F.normalize(answer_emb, dim=-1).transpose(-1, -2)
+    return LOGIT_SCALE * adapter_features(x, W, spec, film) @ F.normalize(answer_emb, dim=-1).transpose(-1, -2)
 
 
 def clip_logits(x: torch.Tensor, answer_emb: torch.Tensor) -> torch.Tensor:

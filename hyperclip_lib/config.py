@@ -76,6 +76,35 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class BaseModelConfig:
+    """The adapter f(x, W), the hypernetworks that make W, and how every baseline is trained/scored."""
+    hidden: int = 64                  # adapter hidden width (paper: 256)
+    hnet_hidden: int = 128            # hypernetwork hidden layer (paper: 256)
+    hnet_latent: int = 64             # unconditional hypernetwork latent z (paper: 64)
+    meta_batch: int = 32              # tasks per optimiser step (paper: 32)
+    samples_per_task: int | None = 48  # random subset of a training task per step (paper: None, all of it)
+    support_fraction: float = 0.7     # share of a training draw used for adaptation, the rest is the query
+    grad_clip: float = 10.0           # gradient-norm clip, applied before every optimiser step (paper: 10)
+    few_shot_steps: int = 50          # adaptation steps on a meta-test support set (paper: 50)
+    eval_tasks: int = 64              # meta-test tasks scored at once
+    curve_points: int = 10            # meta-test zero-shot checks along training, for the curves
+    descriptor_fraction: float = 1.0  # share of training tasks whose question conditional methods may see
+    seed: int = 0
+    device: str = "cpu"               # where meta-training runs ("cuda" for `paper`)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One row of the paper's Table 3: outer epochs and lr, inner (adaptation) lr and step range.
+    Multitask methods do not adapt while training; their inner lr is the few-shot one (A.7)."""
+    epochs: int
+    lr: float
+    inner_lr: float
+    inner_steps_min: int = 0
+    inner_steps_max: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "quick"
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -83,6 +112,16 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
+    # One section per row of the paper's Table 3. These defaults are `quick`'s CPU-sized schedules
+    # (shorter, a higher outer lr, at most 5 inner steps); the `paper` profile sets Table 3 itself.
+    multitask: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.01)
+    mnet_maml: MethodConfig = MethodConfig(epochs=20, lr=1e-3, inner_lr=0.01, inner_steps_max=5)
+    mnet_fomaml: MethodConfig = MethodConfig(epochs=20, lr=1e-3, inner_lr=0.01, inner_steps_max=5)
+    hnet_maml: MethodConfig = MethodConfig(epochs=10, lr=1e-3, inner_lr=0.1, inner_steps_max=5)
+    cond_multitask: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.1)
+    film: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.1)
+    cond_hnet_maml: MethodConfig = MethodConfig(epochs=10, lr=3e-4, inner_lr=0.1, inner_steps_max=5)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,15 +130,34 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+METHOD_SECTIONS = ("multitask", "mnet_maml", "mnet_fomaml", "hnet_maml", "cond_multitask", "film", "cond_hnet_maml")
+MAML_SECTIONS = ("mnet_maml", "mnet_fomaml", "hnet_maml", "cond_hnet_maml")
+# Table 3 of the paper (epochs, outer lr, inner lr, inner steps 0-10 sampled per adaptation).
+PAPER_TABLE3 = {
+    "multitask": {"epochs": 300, "lr": 1e-4},
+    "mnet_maml": {"epochs": 500, "lr": 3e-5, "inner_lr": 0.01, "inner_steps_max": 10},
+    "mnet_fomaml": {"epochs": 500, "lr": 3e-5, "inner_lr": 0.01, "inner_steps_max": 10},
+    "hnet_maml": {"epochs": 100, "lr": 3e-5, "inner_lr": 0.1, "inner_steps_max": 10},
+    "cond_multitask": {"epochs": 60, "lr": 1e-4},
+    "film": {"epochs": 300, "lr": 1e-4},
+    "cond_hnet_maml": {"epochs": 200, "lr": 1e-5, "inner_lr": 0.1, "inner_steps_max": 10},
+}
+
+
 def _profile_overrides(profile: str) -> dict[str, Any]:
     if profile == "quick":
         return {}
     if profile == "ci":
         return {"world.n_images": 300, "world.max_per_question": 25,
                 "world_clip.steps": 20, "world_clip.pool_images": 500, "world_clip.batch_size": 64, "world_clip.layers": 1,
-                "world_clip.warmup_steps": 5, "calibration.steps": 10}
+                "world_clip.warmup_steps": 5, "calibration.steps": 10,
+                "base.hidden": 16, "base.hnet_hidden": 16, "base.hnet_latent": 8, "base.meta_batch": 8,
+                "base.samples_per_task": 16, "base.few_shot_steps": 5, "base.curve_points": 2,
+                **{f"{m}.epochs": 1 for m in METHOD_SECTIONS}, **{f"{m}.inner_steps_max": 2 for m in MAML_SECTIONS}}
     if profile == "paper":
-        return {"encoder.model": "ViT-L-14-336", "encoder.pretrained": "openai", "calibration.hidden": 256}
+        return {"encoder.model": "ViT-L-14-336", "encoder.pretrained": "openai", "calibration.hidden": 256,
+                "base.hidden": 256, "base.hnet_hidden": 256, "base.samples_per_task": None,
+                **{f"{m}.{k}": v for m, row in PAPER_TABLE3.items() for k, v in row.items()}}
     raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
 
 
@@ -129,8 +187,8 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
         section, _, name = key.partition(".")
         sub = getattr(cfg, section, None) if name else None
         if not dataclasses.is_dataclass(sub):
-            raise KeyError(f"unknown config section {section!r} in key {key!r}; "
-                           f"expected one of world, world_clip, data, encoder, calibration")
+            sections = ", ".join(f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name)))
+            raise KeyError(f"unknown config section {section!r} in key {key!r}; expected one of {sections}")
         if name not in {f.name for f in dataclasses.fields(sub)}:
             known = ", ".join(f.name for f in dataclasses.fields(sub))
             raise KeyError(f"unknown config key {key!r}; {section} has: {known}")
@@ -164,5 +222,5 @@ def notebook_config(profile: str, overrides: Mapping[str, Any] | None = None, *,
                     device: str | None = None) -> Config:
     """A notebook's papermill parameters -> Config; the named parameters win over `overrides`."""
     named = {"data.vqa_root": vqa_root, "data.meta_dir": meta_dir, "encoder.model": clip_model,
-             "encoder.pretrained": clip_pretrained, "encoder.device": device}
+             "encoder.pretrained": clip_pretrained, "encoder.device": device, "base.device": device}
     return get_config(profile, {**dict(overrides or {}), **{k: v for k, v in named.items() if v is not None}})

@@ -37,12 +37,16 @@ class FeatureStore:
     def dim(self) -> int:
         return self.image_features.shape[1]
 
-    def images(self, names) -> torch.Tensor:
+    def image_rows(self, names) -> list[int]:
+        """Rows of `image_features` holding the named images."""
         try:
-            return self.image_features[[self._image_index[n] for n in names]]
+            return [self._image_index[n] for n in names]
         except KeyError as e:
             raise KeyError(f"image {e.args[0]!r} has no features in this FeatureStore "
                            f"(encoder {self.encoder['name']})") from None
+
+    def images(self, names) -> torch.Tensor:
+        return self.image_features[self.image_rows(names)]
 
     def question(self, question: str) -> torch.Tensor:
         return self.question_embeddings[self._question_index[question]]

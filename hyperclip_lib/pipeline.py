@@ -93,13 +93,18 @@ def answer_prompts(question: str, answers, templates: dict[str, str], default: s
     return [template.format(a.replace("_", " ")) for a in answers]
 
 
-def ensure_features(cfg: Config, store: ArtifactStore | None = None, data: Data | None = None) -> FeatureStore:
-    store = store or ArtifactStore()
-    data = data or ensure_data(cfg, store)
+def features_key(cfg: Config, data: Data) -> dict:
+    """What the features depend on: the data, the encoder and the prompt template."""
     backend = encoder_backend(cfg)
     enc_key = (world_clip_config(cfg) if backend == "world_clip"
                else {"model": cfg.encoder.model, "pretrained": cfg.encoder.pretrained})
-    key = {"data": data.source, "encoder": {backend: enc_key}, "prompt_template": cfg.encoder.prompt_template}
+    return {"data": data.source, "encoder": {backend: enc_key}, "prompt_template": cfg.encoder.prompt_template}
+
+
+def ensure_features(cfg: Config, store: ArtifactStore | None = None, data: Data | None = None) -> FeatureStore:
+    store = store or ArtifactStore()
+    data = data or ensure_data(cfg, store)
+    key = features_key(cfg, data)
 
     def build(folder: Path) -> None:
         enc = load_encoder(cfg, store)

@@ -1,0 +1,129 @@
+"""Adaptation A_T, MAML/FOMAML/multitask training and zero-/few-shot evaluation, batched over tasks.
+
+The base model is written for a leading task axis, and tasks share no inner variable, so the
+gradient of the *sum* of per-task support losses with respect to φ [B, ...] is every task's own
+gradient at once: one autograd call per inner step serves the whole meta-batch. With
+`create_graph=True` the outer loss differentiates through the inner steps (MAML); without it the
+inner gradients are constants and only the identity path φ⁰ → φ_k carries the meta-gradient
+(FOMAML, Nichol et al. 2018).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import BaseModelConfig, MethodConfig
+from .methods import Family, task_accuracies, task_losses
+from .taskdata import Batch, TaskTensors
+
+
+def adapt(family: Family, params: dict, phi: torch.Tensor, batch: Batch, steps: torch.Tensor | int, lr: float,
+          second_order: bool = False) -> torch.Tensor:
+    """SGD on φ [B, ...] over each task's support set. `steps` [B] lets every task stop after its own
+    number of steps (Table 3 samples one per adaptation): a task past its count takes zero-size steps."""
+    steps = torch.as_tensor(steps, device=phi.device).expand(len(batch))
+    n_max = int(steps.max()) if len(batch) else 0
+    if n_max == 0:
+        return phi
+    create_graph = second_order and torch.is_grad_enabled()
+    if not phi.requires_grad:
+        phi = phi.detach().requires_grad_(True)
+    with torch.enable_grad():
+        for k in range(n_max):
+            loss = task_losses(family.logits(params, phi, batch.x, batch), batch.labels, batch.support).sum()
+            grad, = torch.autograd.grad(loss, phi, create_graph=create_graph)
+            active = (k < steps).to(phi.dtype).view(-1, *([1] * (phi.dim() - 1)))
+            phi = phi - lr * active * grad
+    return phi
+
+
+def meta_loss(family: Family, params: dict, batch: Batch, training: str, steps: torch.Tensor,
+              inner_lr: float) -> torch.Tensor:
+    """The outer objective on one meta-batch: mean over tasks of the query loss after adaptation
+    (MAML/FOMAML), or of the loss on all drawn samples (multitask: no adaptation)."""
+    phi0 = family.start(params, batch)
+    if training == "multitask":
+        mask = batch.support + batch.query
+        return task_losses(family.logits(params, phi0, batch.x, batch), batch.labels, mask).mean()
+    if training not in ("maml", "fomaml"):
+        raise ValueError(f"training is {training!r}; expected 'multitask', 'maml' or 'fomaml'")
+    phi = adapt(family, params, phi0, batch, steps, inner_lr, second_order=training == "maml")
+    return task_losses(family.logits(params, phi, batch.x, batch), batch.labels, batch.query).mean()
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_norm: float) -> float:
+    """Clip the gradient norm, then step (the authors' release clipped after the step, a no-op)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    return float(norm)
+
+
+def evaluate(family: Family, params: dict, tasks: TaskTensors, cfg: BaseModelConfig, few_shot_lr: float | None,
+             progress: bool = False) -> dict[str, torch.Tensor]:
+    """Per-task query accuracy (%) zero-shot and, when `few_shot_lr` is given, after `few_shot_steps`
+    of adaptation on each task's support set (A.7). Also the query sizes, for weighted means."""
+    zero, few = [], []
+    chunks = torch.arange(len(tasks)).split(cfg.eval_tasks)
+    for idx in tqdm(chunks, desc="evaluate", leave=False, disable=not progress):
+        batch = tasks.fixed_batch(idx)
+        with torch.no_grad():
+            phi0 = family.start(params, batch)
+            zero.append(task_accuracies(family.logits(params, phi0, batch.x, batch), batch.labels, batch.query))
+        if few_shot_lr is not None:
+            phi = adapt(family, params, phi0.detach(), batch, cfg.few_shot_steps, few_shot_lr).detach()
+            with torch.no_grad():
+                few.append(task_accuracies(family.logits(params, phi, batch.x, batch), batch.labels, batch.query))
+    out = {"zero_shot": torch.cat(zero), "n_query": tasks.n_samples - tasks.n_support}
+    if few:
+        out["few_shot"] = torch.cat(few)
+    return out
+
+
+def summarize_accuracy(per_task: torch.Tensor, n_query: torch.Tensor) -> dict[str, float]:
+    """The task mean (as the paper reports) and the sample-weighted mean."""
+    n = n_query.double()
+    return {"task_mean": per_task.double().mean().item(),
+            "sample_weighted": (per_task.double() * n).sum().item() / n.sum().item()}
+
+
+def train(family: Family, params: dict, training: str, method_cfg: MethodConfig, cfg: BaseModelConfig,
+          train_tasks: TaskTensors, pool: torch.Tensor, seed: int, test_tasks: TaskTensors | None = None,
+          desc: str = "train") -> dict:
+    """Adam on `params` over meta-batches of tasks drawn from `pool` (indices into train_tasks),
+    `method_cfg.epochs` passes over the pool. Returns the history: loss per step and, at
+    `cfg.curve_points` points, the meta-test zero-shot accuracy (for curves, not for selection)."""
+    if training == "none":
+        return {"step": [], "loss": [], "curve_step": [], "curve_zero_shot": []}
+    generator = torch.Generator().manual_seed(seed)
+    leaves = list(params.values())
+    optimizer = torch.optim.Adam(leaves, lr=method_cfg.lr)
+    per_epoch = math.ceil(len(pool) / cfg.meta_batch)
+    total = method_cfg.epochs * per_epoch
+    checks = set(torch.linspace(0, total, cfg.curve_points + 1).round().long().tolist()[1:]) if test_tasks else set()
+    history = {"step": [], "loss": [], "grad_norm": [], "curve_step": [], "curve_zero_shot": []}
+    step = 0
+    with tqdm(total=total, desc=desc, leave=False) as bar:
+        for _ in range(method_cfg.epochs):
+            order = pool[torch.randperm(len(pool), generator=generator)]
+            for idx in order.split(cfg.meta_batch):
+                batch = train_tasks.sample_batch(idx, cfg.samples_per_task, cfg.support_fraction, generator)
+                steps = torch.randint(method_cfg.inner_steps_min, method_cfg.inner_steps_max + 1, (len(idx),),
+                                      generator=generator)
+                loss = meta_loss(family, params, batch, training, steps, method_cfg.inner_lr)
+                optimizer.zero_grad()
+                loss.backward()
+                norm = clipped_step(optimizer, leaves, cfg.grad_clip)
+                step += 1
+                history["step"].append(step)
+                history["loss"].append(loss.item())
+                history["grad_norm"].append(norm)
+                if step in checks:
+                    acc = evaluate(family, params, test_tasks, cfg, few_shot_lr=None)
+                    history["curve_step"].append(step)
+                    history["curve_zero_shot"].append(acc["zero_shot"].mean().item())
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    return history
