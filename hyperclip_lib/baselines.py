@@ -19,13 +19,26 @@ from pathlib import Path
 import torch
 
 from .adapter import AdapterSpec
-from .config import Config
+from .config import Config, with_overrides
 from .features import FeatureStore
 from .meta import evaluate, summarize_accuracy, train
 from .methods import RECIPES, Family, make_family
 from .pipeline import Data, features_key
 from .store import ArtifactStore, atomic_write_json, config_hash
 from .taskdata import TaskTensors, described_tasks
+
+
+# The paper's Table 1 (zero-shot, % task mean; "50%"/"100%" of descriptors) and Table 4 (few-shot).
+PAPER_ZERO_SHOT = {
+    "CLIP as base model": {"100%": 44.99}, "Uncond. Multitask": {"100%": 53.75},
+    "Uncond. MNet-MAML": {"100%": 53.04}, "Uncond. MNet-FOMAML": {"100%": 53.04},
+    "Uncond. HNet-MAML": {"100%": 53.37}, "Cond. Multitask": {"50%": 51.68, "100%": 54.12},
+    "Cond. Multitask FiLM": {"50%": 51.60, "100%": 53.84}, "Cond. HNet-MAML": {"50%": 51.54, "100%": 53.02},
+}
+PAPER_FEW_SHOT = {
+    "CLIP as base model": 54.93, "Uncond. Multitask": 55.53, "Uncond. MNet-MAML": 60.24,
+    "Uncond. MNet-FOMAML": 60.03, "Uncond. HNet-MAML": 58.70, "Cond. Multitask": 59.46, "Cond. HNet-MAML": 59.48,
+}
 
 
 @dataclass
@@ -113,6 +126,24 @@ def run_baseline(cfg: Config, method: str, data: Data, features: FeatureStore,
                   torch.load(folder / "params.pt", map_location=cfg.base.device, weights_only=True), family)
 
 
+def run_baselines(cfg: Config, data: Data, features: FeatureStore, methods=None, seeds=(0,),
+                  descriptor_fractions=(1.0,), results_dir: str | Path | None = None,
+                  store: ArtifactStore | None = None) -> list[Result]:
+    """Every (method, seed, descriptor fraction); unconditional methods once per seed, since they never
+    read descriptors. Records are also written to `results_dir` when given."""
+    results = []
+    for method in methods or list(RECIPES):
+        recipe, _ = recipe_and_config(cfg, method)
+        for seed in seeds:
+            for fraction in descriptor_fractions if recipe.conditional else (1.0,):
+                run_cfg = with_overrides(cfg, {"base.seed": seed, "base.descriptor_fraction": fraction})
+                result = run_baseline(run_cfg, method, data, features, store)
+                if results_dir is not None:
+                    save_record(result.record, results_dir)
+                results.append(result)
+    return results
+
+
 def record_name(record: dict) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", record["method"].lower()).strip("-")
     return f"{slug}_seed{record['seed']}_q{round(100 * record['descriptor_fraction'])}.json"
@@ -130,12 +161,54 @@ def load_records(folder: str | Path) -> list[dict]:
 
 
 def summary_table(records: list[dict], metric: str = "zero_shot", column: str = "task_mean"):
-    """One row per (method, descriptor fraction): mean ± s.d. over seeds, in method order."""
+    """One row per (method, descriptor fraction): mean and s.d. over seeds (s.d. NaN for one seed),
+    in the paper's method order."""
     import pandas as pd
     rows = [{"method": r["method"], "descriptors": f"{round(100 * r['descriptor_fraction'])}%",
-             "seed": r["seed"], "acc": r[metric][column]} for r in records if metric in r]
-    df = pd.DataFrame(rows)
+             "acc": r[metric][column]} for r in records]
+    df = pd.DataFrame(rows, columns=["method", "descriptors", "acc"])
+    out = df.groupby(["method", "descriptors"], sort=False)["acc"].agg(["mean", "std", "count"]).reset_index()
     order = {m: i for i, m in enumerate(RECIPES)}
-    out = (df.groupby(["method", "descriptors"])["acc"].agg(["mean", "std", "count"]).reset_index()
-           .sort_values(["method", "descriptors"], key=lambda s: s.map(order) if s.name == "method" else s))
-    return out.rename(columns={"mean": f"{metric} mean (%)", "std": "s.d.", "count": "seeds"}).reset_index(drop=True)
+    out = out.sort_values(["method", "descriptors"], ascending=[True, False], key=lambda c: c.map(
+        order) if c.name == "method" else c.str.rstrip("%").astype(float))
+    return out.rename(columns={"count": "seeds"}).reset_index(drop=True)
+
+
+def floor_and_ceiling(records: list[dict]) -> tuple[float, float]:
+    """Zero-shot floor (CLIP as base model) and few-shot ceiling (the best method's few-shot task
+    mean, as the paper's 60.24%), each averaged over seeds."""
+    table = summary_table(records, "zero_shot")
+    floor = table.loc[table["method"] == "CLIP as base model", "mean"]
+    if floor.empty:
+        raise ValueError("the records hold no 'CLIP as base model' run, which defines the floor")
+    return float(floor.iloc[0]), float(summary_table(records, "few_shot")["mean"].max())
+
+
+def _mean_sd(mean: float, sd: float) -> str:
+    return f"{mean:.2f}" if sd != sd else f"{mean:.2f} ± {sd:.2f}"   # sd != sd: NaN, a single seed
+
+
+def table1(records: list[dict]):
+    """Table 1 as the paper lays it out: zero-shot task mean ± s.d. per descriptor share, the paper's
+    number beside ours, and the share of the floor-to-ceiling gap each result closes."""
+    import pandas as pd
+    floor, ceiling = floor_and_ceiling(records)
+    table = summary_table(records, "zero_shot")
+    rows = {}
+    for m, d, mean, sd, n in table.itertuples(index=False):
+        row = rows.setdefault(m, {"method": m})
+        row[f"ours {d}"] = _mean_sd(mean, sd)
+        row[f"gap closed {d}"] = f"{100 * (mean - floor) / (ceiling - floor):.0f}%"
+        row[f"paper {d}"] = PAPER_ZERO_SHOT.get(m, {}).get(d, "")
+        row["seeds"] = n
+    shares = sorted(set(table["descriptors"]), key=lambda d: -float(d.rstrip("%")))
+    columns = ["method"] + [f"{c} {d}" for d in shares for c in ("ours", "paper", "gap closed")] + ["seeds"]
+    return pd.DataFrame(list(rows.values()), columns=columns).fillna("")
+
+
+def table4(records: list[dict]):
+    """Table 4: few-shot task mean ± s.d. (all descriptors), the paper's number beside ours."""
+    import pandas as pd
+    table = summary_table([r for r in records if r["descriptor_fraction"] == 1.0], "few_shot")
+    return pd.DataFrame([{"method": m, "ours": _mean_sd(mean, sd), "paper": PAPER_FEW_SHOT.get(m, ""), "seeds": n}
+                         for m, d, mean, sd, n in table.itertuples(index=False)])

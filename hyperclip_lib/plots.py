@@ -74,3 +74,47 @@ def calibration_bars(summary: dict[str, dict[str, float]]):
     ax.set(xlabel="accuracy on meta-test query sets (task mean, %)", xlim=(0, 100))
     fig.tight_layout()
     return fig
+
+
+def baseline_curves(results, floor: float | None = None):
+    """Left: each method's training loss (smoothed). Right: meta-test zero-shot accuracy along training."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 3.8))
+    for i, r in enumerate(results):
+        share = r.record["descriptor_fraction"]
+        h, color = r.history, f"C{i % 10}"
+        name = r.record["method"] + ("" if share == 1.0 else f" ({100 * share:.0f}% descriptors)")
+        if not h["loss"]:
+            continue
+        loss = np.asarray(h["loss"])
+        k = max(1, len(loss) // 30)
+        a.plot(np.asarray(h["step"])[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color=color, label=name)
+        b.plot(h["curve_step"], h["curve_zero_shot"], "o-", ms=3, color=color, label=name)
+    a.set(xlabel="optimiser step", ylabel="outer loss (moving mean)", yscale="log", title="training loss")
+    if floor is not None:
+        b.axhline(floor, color="k", ls="--", lw=1, label="CLIP as base model (floor)")
+    b.set(xlabel="optimiser step", ylabel="zero-shot accuracy (%)", title="meta-test zero-shot along training")
+    b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_bars(zero_shot, few_shot, floor: float, ceiling: float):
+    """Zero- and few-shot task-mean accuracy per method (± s.d. over seeds), floor and ceiling marked."""
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(zero_shot) + 1.2))
+    labels = [f"{m} ({d})" for m, d in zip(zero_shot["method"], zero_shot["descriptors"])]
+    y = np.arange(len(labels))
+    ax.barh(y - 0.2, zero_shot["mean"], 0.4, xerr=zero_shot["std"].fillna(0), color="tab:blue", label="zero-shot")
+    few = {m: (v, s) for m, v, s in zip(few_shot["method"] + few_shot["descriptors"], few_shot["mean"], few_shot["std"])}
+    fv = [few.get(m + d, (np.nan, np.nan)) for m, d in zip(zero_shot["method"], zero_shot["descriptors"])]
+    ax.barh(y + 0.2, [v for v, _ in fv], 0.4, xerr=[0 if np.isnan(s) else s for _, s in fv], color="tab:orange",
+            label="few-shot (50 steps on support)")
+    ax.axvline(floor, color="k", ls="--", lw=1, label=f"floor {floor:.1f}%")
+    ax.axvline(ceiling, color="tab:green", ls="--", lw=1, label=f"ceiling {ceiling:.1f}%")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    lo = max(0, min(floor, np.nanmin(zero_shot["mean"])) - 10)
+    hi = min(100, np.nanmax([ceiling, *zero_shot["mean"], *[v for v, _ in fv]]) + 8)
+    ax.set(xlabel="meta-test accuracy (task mean, %)", xlim=(lo, hi))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
