@@ -105,6 +105,35 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
+class GeneratorConfig:
+    """Fine-tuned-weights datasets and the HVAE (Algorithm 8, A.6.1)."""
+    finetune_per_task: int = 4        # adaptations per task, each on a fresh random support split
+    finetune_steps: int = 50          # paper: 50 (lr: the source method's inner lr, 0.01 MNet / 0.1 HNet)
+    hvae_hidden1: int = 512           # paper: encoder 512, 256; decoder mirrored
+    hvae_hidden2: int = 256
+    hvae_latent: int = 32             # paper: 32
+    hvae_epochs: int = 60             # paper: 2000 passes over the tasks
+    hvae_lr: float = 1e-3             # paper: 1e-4
+    hvae_batch: int = 32              # paper: 32
+    hvae_clip: float = 1000.0         # gradient-norm clip, encoder and decoder separately (paper: 1000)
+    hvae_kl_weight: float = 1.0       # weight of the KL term of the ELBO
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class HyperClipConfig:
+    """CLIP_H over flattened weights (A.6.2) and HyperCLIP guidance (Eq. 4, Algorithm 11)."""
+    hidden: int = 256                 # paper: one hidden layer of 256, tanh
+    epochs: int = 150                 # paper: 600
+    lr: float = 3e-4                  # paper: 3e-4
+    batch: int = 64                   # paper: 64 (tasks per batch, each once)
+    logit_scale: float = 100.0        # fixed
+    guidance_steps: int = 10          # paper: 10
+    guidance_lambda: float = 0.01     # paper: 0.01
+    guidance_lr: float = 0.1          # paper: 0.1
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "quick"
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -122,6 +151,8 @@ class Config:
     cond_multitask: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.1)
     film: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.1)
     cond_hnet_maml: MethodConfig = MethodConfig(epochs=10, lr=3e-4, inner_lr=0.1, inner_steps_max=5)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    hyperclip: HyperClipConfig = field(default_factory=HyperClipConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -153,10 +184,15 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
                 "world_clip.warmup_steps": 5, "calibration.steps": 10,
                 "base.hidden": 16, "base.hnet_hidden": 16, "base.hnet_latent": 8, "base.meta_batch": 8,
                 "base.samples_per_task": 16, "base.few_shot_steps": 5, "base.curve_points": 2,
-                **{f"{m}.epochs": 1 for m in METHOD_SECTIONS}, **{f"{m}.inner_steps_max": 2 for m in MAML_SECTIONS}}
+                **{f"{m}.epochs": 1 for m in METHOD_SECTIONS}, **{f"{m}.inner_steps_max": 2 for m in MAML_SECTIONS},
+                "generator.finetune_per_task": 2, "generator.finetune_steps": 5, "generator.hvae_hidden1": 32,
+                "generator.hvae_hidden2": 16, "generator.hvae_latent": 4, "generator.hvae_epochs": 2,
+                "hyperclip.hidden": 16, "hyperclip.epochs": 2, "hyperclip.guidance_steps": 3}
     if profile == "paper":
         return {"encoder.model": "ViT-L-14-336", "encoder.pretrained": "openai", "calibration.hidden": 256,
                 "base.hidden": 256, "base.hnet_hidden": 256, "base.samples_per_task": None,
+                "generator.finetune_per_task": 20, "generator.hvae_epochs": 2000, "generator.hvae_lr": 1e-4,
+                "hyperclip.epochs": 600,
                 **{f"{m}.{k}": v for m, row in PAPER_TABLE3.items() for k, v in row.items()}}
     raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
 

@@ -140,3 +140,139 @@ class HVAE:
         recon = mlp(self.params, "dec", z)
         nll = 0.5 * (recon - self.scale(W)).pow(2).sum(-1)
         return {"nll": nll, "kl": gaussian_kl(mu, logvar)}
+
+
+def train_hvae(vae: HVAE, weights: torch.Tensor, task: torch.Tensor, epochs: int, lr: float, batch_size: int,
+               clip: float, kl_weight: float, seed: int) -> dict:
+    """Adam on the negative ELBO; each epoch is one pass over the tasks, one random sample of each
+    (Algorithm 8); encoder and decoder gradients are clipped separately, before the step."""
+    generator = torch.Generator().manual_seed(seed)
+    leaves = list(vae.params.values())
+    optimizer = torch.optim.Adam(leaves, lr=lr)
+    groups = [[v for k, v in vae.params.items() if k.startswith(p)] for p in ("enc.", "dec.")]
+    by_task = [torch.nonzero(task == t).flatten() for t in task.unique()]
+    history = {"step": [], "loss": [], "nll": [], "kl": []}
+    with tqdm(total=epochs, desc="HVAE", leave=False) as bar:
+        for _ in range(epochs):
+            pick = torch.stack([rows[torch.randint(len(rows), (1,), generator=generator)] for rows in by_task]).flatten()
+            for idx in pick[torch.randperm(len(pick), generator=generator)].split(batch_size):
+                terms = vae.elbo_terms(weights[idx], generator)
+                loss = (terms["nll"] + kl_weight * terms["kl"]).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                for group in groups:
+                    torch.nn.utils.clip_grad_norm_(group, clip)
+                optimizer.step()
+                history["step"].append(len(history["step"]) + 1)
+                history["loss"].append(loss.item())
+                history["nll"].append(terms["nll"].mean().item())
+                history["kl"].append(terms["kl"].mean().item())
+            bar.update()
+            bar.set_postfix(nll=f"{history['nll'][-1]:.1f}", kl=f"{history['kl'][-1]:.1f}")
+    return history
+
+
+@dataclass
+class LatentGenerator:
+    """An unconditional generator h(z) → W with a starting point for guidance: z⁰ for the HNet,
+    z ~ N(0, I) for the HVAE (Algorithm 11)."""
+    name: str
+    latent_dim: int
+    decode: callable
+    z0: torch.Tensor | None = None
+
+    def start(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.z0 is not None:
+            return self.z0.detach().expand(n, -1).clone()
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+
+def hnet_generator(family: Family, params: dict) -> LatentGenerator:
+    return LatentGenerator("HNet", params["z0"].shape[-1], lambda z: family.weights(params, z), params["z0"])
+
+
+def hvae_generator(vae: HVAE) -> LatentGenerator:
+    return LatentGenerator("HVAE", vae.latent_dim, vae.decode)
+
+
+# --- cached stages -------------------------------------------------------------------------------
+
+SOURCES = {"HNet": "Uncond. HNet-MAML", "MNet": "Uncond. MNet-MAML"}
+
+
+def _source(cfg, source: str):
+    if source not in SOURCES:
+        raise KeyError(f"unknown fine-tuning source {source!r}; expected one of {', '.join(SOURCES)}")
+    from .baselines import recipe_and_config
+    return SOURCES[source], recipe_and_config(cfg, SOURCES[source])[1].inner_lr
+
+
+def finetuned_key(cfg, source: str, data) -> dict:
+    from .baselines import baseline_key
+    method, lr = _source(cfg, source)
+    g = cfg.generator
+    return {"source": baseline_key(cfg, method, data), "per_task": g.finetune_per_task,
+            "steps": g.finetune_steps, "lr": lr, "seed": cfg.base.seed}
+
+
+def ensure_finetuned(cfg, source: str, data, features, store=None) -> dict[str, FineTuned]:
+    """{'train': per_task adaptations of every meta-train task on random splits, 'test': one adaptation
+    of every meta-test task on its support set} from the HNet's z⁰ or the MNet-MAML initialisation."""
+    from .baselines import run_baseline
+    from .store import ArtifactStore
+    store = store or ArtifactStore()
+    method, lr = _source(cfg, source)
+    base = run_baseline(cfg, method, data, features, store)
+
+    def build(folder):
+        out = {}
+        for split, tasks, per_task, random_splits in (("train", data.split.train, cfg.generator.finetune_per_task, True),
+                                                      ("test", data.split.test, 1, False)):
+            tensors = TaskTensors.from_tasks(features, tasks).to(cfg.base.device)
+            ft = finetune_dataset(base.family, base.params, tensors, per_task, cfg.generator.finetune_steps, lr,
+                                  cfg.base, cfg.base.seed, random_splits, desc=f"fine-tune {source} ({split})")
+            out[split] = {k: v.cpu() for k, v in ft.to_dict().items()}
+        torch.save(out, folder / "finetuned.pt")
+
+    folder = store.ensure("finetuned", finetuned_key(cfg, source, data), build)
+    loaded = torch.load(folder / "finetuned.pt", map_location=cfg.base.device, weights_only=True)
+    return {split: FineTuned(**d) for split, d in loaded.items()}
+
+
+def ensure_hvae(cfg, data, features, store=None) -> tuple[HVAE, dict, dict]:
+    """The HVAE trained on MNet fine-tuned weights: (model, training history, reconstruction record)."""
+    import json
+    from .baselines import build_family
+    from .store import ArtifactStore, atomic_write_json
+    store = store or ArtifactStore()
+    g = cfg.generator
+    finetuned = ensure_finetuned(cfg, "MNet", data, features, store)
+    family = build_family(cfg, SOURCES["MNet"], features)
+    key = {"finetuned": finetuned_key(cfg, "MNet", data),
+           "hvae": {k: v for k, v in vars(g).items() if k.startswith("hvae") or k == "seed"}}
+
+    def build(folder):
+        train_set = finetuned["train"]
+        scale = Standardizer.fit(train_set.weights)
+        vae = HVAE.create(train_set.weights.shape[1], (g.hvae_hidden1, g.hvae_hidden2), g.hvae_latent,
+                          scale, torch.Generator().manual_seed(g.seed))
+        vae.params = {k: v.to(cfg.base.device).requires_grad_(True) for k, v in vae.params.items()}
+        history = train_hvae(vae, train_set.weights, train_set.task, g.hvae_epochs, g.hvae_lr, g.hvae_batch,
+                             g.hvae_clip, g.hvae_kl_weight, g.seed)
+        record = {}
+        for split, tasks in (("train", data.split.train), ("test", data.split.test)):
+            ft = finetuned[split]
+            tensors = TaskTensors.from_tasks(features, tasks).to(cfg.base.device)
+            with torch.no_grad():
+                decoded = vae.decode(vae.encode(ft.weights)[0])
+            record[split] = {"fine-tuned weights": weights_accuracy(family, ft.weights, tensors, ft.task).mean().item(),
+                             "decoded (encoder mean)": weights_accuracy(family, decoded, tensors, ft.task).mean().item()}
+        torch.save({"params": {k: v.detach().cpu() for k, v in vae.params.items()},
+                    "mean": scale.mean.cpu(), "std": scale.std.cpu()}, folder / "hvae.pt")
+        atomic_write_json(folder / "history.json", history)
+        atomic_write_json(folder / "record.json", record, indent=1)
+
+    folder = store.ensure("hvae", key, build)
+    state = torch.load(folder / "hvae.pt", map_location=cfg.base.device, weights_only=True)
+    vae = HVAE(state["params"], Standardizer(state["mean"], state["std"]), g.hvae_latent)
+    return vae, json.loads((folder / "history.json").read_text()), json.loads((folder / "record.json").read_text())

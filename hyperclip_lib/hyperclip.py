@@ -1,0 +1,202 @@
+"""HyperCLIP (paper §4, Algorithm 1) and HyperCLIP guidance (Eq. 4, Algorithm 11).
+
+CLIP_H maps flattened adapter weights W to the text-embedding space of the frozen encoder: one hidden
+tanh layer (A.2) over per-dimension standardised weights. It is trained with open_clip's own symmetric
+contrastive `ClipLoss` (as the world CLIP) against the questions of the tasks the weights were fine-tuned
+on, at a fixed logit scale. Guidance then moves a generator's latent z to raise
+cos(CLIP_H(h(z)), CLIP_T(t_i)), with a penalty λ‖z − z_start‖ keeping it near where it started.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from tqdm.auto import tqdm
+
+from .generators import FineTuned, LatentGenerator, Standardizer, mlp, mlp_params, weights_accuracy
+from .methods import Family
+from .taskdata import TaskTensors
+
+
+@dataclass
+class HyperClip:
+    params: dict
+    scale: Standardizer
+
+    @staticmethod
+    def create(n_weights: int, hidden: int, text_dim: int, scale: Standardizer, generator: torch.Generator) -> "HyperClip":
+        params = mlp_params("clip_h", [n_weights, hidden, text_dim], generator)
+        params["clip_h.0.W"] *= 0.5 ** 0.5   # Kaiming's ReLU gain of √2 removed: the hidden layer is tanh
+        return HyperClip(params, scale)
+
+    def embed(self, W: torch.Tensor) -> torch.Tensor:
+        """L2-normalised CLIP_H(W) [.., E]."""
+        return F.normalize(mlp(self.params, "clip_h", self.scale(W), activation=torch.tanh), dim=-1)
+
+
+def contrastive_loss(weight_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of matching (weights, question) pairs: open_clip's ClipLoss."""
+    return ClipLoss()(weight_emb, F.normalize(text_emb, dim=-1), torch.tensor(logit_scale))
+
+
+def train_hyperclip(model: HyperClip, data: FineTuned, text: torch.Tensor, tasks: torch.Tensor, epochs: int,
+                    lr: float, batch_size: int, logit_scale: float, seed: int) -> dict:
+    """Adam on CLIP_H (Algorithm 1). An epoch is one pass over `tasks` (indices of described tasks) in
+    batches of distinct tasks, one random fine-tuned network of each, so no batch holds two networks of
+    one task as false negatives. `text[t]` is task t's question embedding."""
+    generator = torch.Generator().manual_seed(seed)
+    leaves = list(model.params.values())
+    optimizer = torch.optim.Adam(leaves, lr=lr)
+    rows_of = {int(t): torch.nonzero(data.task == t).flatten() for t in tasks}
+    history = {"step": [], "loss": []}
+    for _ in tqdm(range(epochs), desc="HyperCLIP", leave=False):
+        for idx in tasks[torch.randperm(len(tasks), generator=generator)].split(batch_size):
+            if len(idx) < 2:
+                continue
+            rows = torch.stack([rows_of[int(t)][torch.randint(len(rows_of[int(t)]), (1,), generator=generator)]
+                                for t in idx]).flatten()
+            loss = contrastive_loss(model.embed(data.weights[rows]), text[data.task[rows]], logit_scale)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history["step"].append(len(history["step"]) + 1)
+            history["loss"].append(loss.item())
+    return history
+
+
+def similarity(model: HyperClip, weights: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """[networks, questions] cosine similarity of CLIP_H(W) and the question embeddings."""
+    with torch.no_grad():
+        return model.embed(weights) @ F.normalize(text, dim=-1).T
+
+
+def task_inference(model: HyperClip, data: FineTuned, text: torch.Tensor, k: int = 5) -> dict[str, float]:
+    """Fig. 3: for each fine-tuned network, is its own task's question the most similar of all candidate
+    questions (`text`, one per task of its split)? Top-1 and top-k accuracy (%) against chance."""
+    sim = similarity(model, data.weights, text)
+    rank = (sim > sim.gather(1, data.task[:, None])).sum(1)
+    n = text.shape[0]
+    return {"top1": 100 * (rank == 0).float().mean().item(), f"top{k}": 100 * (rank < k).float().mean().item(),
+            "chance top1": 100 / n, f"chance top{k}": 100 * min(k, n) / n, "candidates": n}
+
+
+def guide(generator: LatentGenerator, model: HyperClip, text: torch.Tensor, z_start: torch.Tensor, steps: int,
+          lam: float, lr: float, on_step=None) -> torch.Tensor:
+    """Gradient descent on Eq. 4 for every task at once: z [T, Z], text [T, E] (task i's question).
+    `on_step(k, z, cosine)` sees each iterate (k = 0 is the start)."""
+    target = F.normalize(text, dim=-1)
+    z = z_start.detach().clone().requires_grad_(True)
+    for k in range(steps + 1):
+        cosine = (model.embed(generator.decode(z)) * target).sum(-1)
+        if on_step is not None:
+            on_step(k, z.detach(), cosine.detach())
+        if k == steps:
+            break
+        loss = (-cosine + lam * (z - z_start).norm(dim=-1)).sum()
+        grad, = torch.autograd.grad(loss, z)
+        z = (z - lr * grad).detach().requires_grad_(True)
+    return z.detach()
+
+
+# --- the cached stage: HNet/HVAE + HyperCLIP guidance rows of Table 1 -------------------------------
+
+GUIDANCE_METHODS = {"HNet": "HNet + HyperCLIP Guidance", "HVAE": "HVAE + HyperCLIP Guidance"}
+FINETUNE_SOURCE = {"HNet": "HNet", "HVAE": "MNet"}   # HNet: adapted z⁰; HVAE: adapted MNet-MAML weights
+
+
+@dataclass
+class GuidanceResult:
+    record: dict
+    history: dict
+    model: HyperClip
+    generator: LatentGenerator
+    finetuned: dict[str, FineTuned]
+
+
+def load_generator(cfg, name: str, data, features, store=None) -> LatentGenerator:
+    from .baselines import run_baseline
+    from .generators import SOURCES, ensure_hvae, hnet_generator, hvae_generator
+    if name == "HNet":
+        hnet = run_baseline(cfg, SOURCES["HNet"], data, features, store)
+        return hnet_generator(hnet.family, hnet.params)
+    if name == "HVAE":
+        return hvae_generator(ensure_hvae(cfg, data, features, store)[0])
+    raise KeyError(f"unknown generator {name!r}; expected 'HNet' or 'HVAE'")
+
+
+def run_hyperclip_guidance(cfg, name: str, data, features, store=None) -> GuidanceResult:
+    """Train CLIP_H on `name`'s fine-tuned networks of the described meta-train tasks, then guide the
+    generator for every meta-test task from its question alone and score the result zero-shot."""
+    from .baselines import build_family, package_versions
+    from .generators import ensure_finetuned, finetuned_key
+    from .store import ArtifactStore, atomic_write_json, config_hash
+    from .taskdata import described_tasks
+    store = store or ArtifactStore()
+    h = cfg.hyperclip
+    generator = load_generator(cfg, name, data, features, store)
+    finetuned = ensure_finetuned(cfg, FINETUNE_SOURCE[name], data, features, store)
+    key = {"generator": name, "finetuned": finetuned_key(cfg, FINETUNE_SOURCE[name], data),
+           "generator_cfg": vars(cfg.generator) if name == "HVAE" else None, "hyperclip": vars(h),
+           "descriptor_fraction": cfg.base.descriptor_fraction, "seed": cfg.base.seed}
+    family = build_family(cfg, "Uncond. MNet-MAML", features)
+
+    def build(folder):
+        start = time.perf_counter()
+        device = cfg.base.device
+        train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)
+        test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)
+        described = described_tasks(len(train_tasks), cfg.base.descriptor_fraction, cfg.base.seed).nonzero().flatten()
+        model = HyperClip.create(finetuned["train"].weights.shape[1], h.hidden, train_tasks.text.shape[1],
+                                 Standardizer.fit(finetuned["train"].weights), torch.Generator().manual_seed(cfg.base.seed))
+        model.params = {k: v.to(device).requires_grad_(True) for k, v in model.params.items()}
+        history = train_hyperclip(model, finetuned["train"], train_tasks.text, described.to(device), h.epochs, h.lr,
+                                  h.batch, h.logit_scale, cfg.base.seed)
+        train_s = time.perf_counter() - start
+        trajectory = {"step": [], "cosine": [], "zero_shot": []}
+        all_tasks = torch.arange(len(test_tasks), device=device)
+
+        def on_step(k, z, cosine):
+            with torch.no_grad():
+                acc = weights_accuracy(family, generator.decode(z), test_tasks, all_tasks)
+            trajectory["step"].append(k)
+            trajectory["cosine"].append(cosine.mean().item())
+            trajectory["zero_shot"].append(acc.mean().item())
+            per_step.append(acc)
+
+        per_step = []
+        z_start = generator.start(len(test_tasks), torch.Generator().manual_seed(cfg.base.seed)).to(device)
+        guide(generator, model, test_tasks.text, z_start, h.guidance_steps, h.guidance_lambda, h.guidance_lr, on_step)
+        n_query = (test_tasks.n_samples - test_tasks.n_support).double()
+        from .meta import summarize_accuracy
+        seen = torch.zeros(len(train_tasks), dtype=torch.bool)
+        seen[described.cpu()] = True
+        train_rows = seen[finetuned["train"].task.cpu()].to(device)
+        seen_set = FineTuned(finetuned["train"].task[train_rows], finetuned["train"].latent[train_rows],
+                             finetuned["train"].weights[train_rows])
+        record = {
+            "method": GUIDANCE_METHODS[name], "profile": cfg.profile, "seed": cfg.base.seed,
+            "descriptor_fraction": cfg.base.descriptor_fraction,
+            "zero_shot": summarize_accuracy(per_step[-1], n_query),
+            "unguided_zero_shot": summarize_accuracy(per_step[0], n_query),
+            "task_inference": {"held-out (meta-test)": task_inference(model, finetuned["test"], test_tasks.text),
+                               "meta-train": task_inference(model, seen_set, train_tasks.text)},
+            "trajectory": trajectory,
+            "per_task": {q: {"zero_shot": z, "unguided": u, "n_query": n} for q, z, u, n in zip(
+                test_tasks.questions, per_step[-1].tolist(), per_step[0].tolist(), n_query.tolist())},
+            "config_hash": config_hash(key), "train_s": train_s, "wall_s": time.perf_counter() - start,
+            "versions": package_versions(),
+        }
+        torch.save({"params": {k: v.detach().cpu() for k, v in model.params.items()},
+                    "mean": model.scale.mean.cpu(), "std": model.scale.std.cpu()}, folder / "hyperclip.pt")
+        atomic_write_json(folder / "history.json", history)
+        atomic_write_json(folder / "record.json", record, indent=1)
+
+    folder = store.ensure("hyperclip", key, build)
+    state = torch.load(folder / "hyperclip.pt", map_location=cfg.base.device, weights_only=True)
+    return GuidanceResult(json.loads((folder / "record.json").read_text()),
+                          json.loads((folder / "history.json").read_text()),
+                          HyperClip(state["params"], Standardizer(state["mean"], state["std"])), generator, finetuned)

@@ -1,0 +1,84 @@
+"""Interactive views for the notebooks (ipywidgets). Each view keeps what it last drew in `state`, so
+tests can set a control's value and check the redraw without a browser."""
+from __future__ import annotations
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import display
+
+from .adapter import adapter_logits
+from .generators import LatentGenerator
+from .methods import Family, masked_logits
+from .taskdata import TaskTensors
+
+
+def principal_directions(latents: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean [Z], the top-k principal directions [k, Z] and the spread (s.d.) along each [k]."""
+    mean = latents.mean(0)
+    _, s, v = torch.linalg.svd(latents - mean, full_matrices=False)
+    k = min(k, v.shape[0])
+    return mean, v[:k], s[:k] / max(1, len(latents) - 1) ** 0.5
+
+
+def answer_distributions(generator: LatentGenerator, family: Family, tasks: TaskTensors, task: int,
+                         z: torch.Tensor) -> dict:
+    """Decode z, score it on `task`'s query set: accuracy (%), predicted and true answer shares."""
+    batch = tasks.fixed_batch(torch.tensor([task]))
+    with torch.no_grad():
+        W = generator.decode(z[None])
+        logits = masked_logits(adapter_logits(batch.x, W, family.spec, batch.answers), batch.answer_mask)
+    n_answers = int(batch.answer_mask[0].sum())
+    query = batch.query[0].bool()
+    predicted = torch.bincount(logits[0].argmax(-1)[query], minlength=n_answers)[:n_answers].float()
+    true = torch.bincount(batch.labels[0][query], minlength=n_answers)[:n_answers].float()
+    hits = (logits[0].argmax(-1) == batch.labels[0])[query].float()
+    return {"accuracy": 100 * hits.mean().item(), "predicted": (predicted / predicted.sum()).tolist(),
+            "true": (true / true.sum()).tolist()}
+
+
+class LatentTraversal:
+    """Sliders along the principal directions of the training latents; shows, live, the decoded
+    network's predicted-answer distribution on a chosen task's query images and its accuracy."""
+
+    def __init__(self, generator: LatentGenerator, latents: torch.Tensor, family: Family, tasks: TaskTensors,
+                 answers: list[list[str]], n_directions: int = 3, span: float = 3.0):
+        self.generator, self.family, self.tasks, self.answers = generator, family, tasks, answers
+        self.mean, self.directions, self.spread = principal_directions(latents, n_directions)
+        self.task = widgets.Dropdown(options=[(q, i) for i, q in enumerate(tasks.questions)], value=0,
+                                     description="task", layout=widgets.Layout(width="95%"))
+        self.sliders = [widgets.FloatSlider(value=0.0, min=-span, max=span, step=0.25,
+                                            description=f"PC{k + 1} (s.d.)", continuous_update=False)
+                        for k in range(len(self.directions))]
+        self.output = widgets.Output()
+        self.state: dict = {}
+        for control in [self.task, *self.sliders]:
+            control.observe(lambda change: self.redraw(), names="value")
+        self.redraw()
+
+    def latent(self) -> torch.Tensor:
+        coeffs = torch.tensor([s.value for s in self.sliders], dtype=self.mean.dtype)
+        return self.mean + (coeffs * self.spread) @ self.directions
+
+    def redraw(self) -> None:
+        result = answer_distributions(self.generator, self.family, self.tasks, self.task.value, self.latent())
+        self.state = {"task": self.task.value, "coefficients": [s.value for s in self.sliders], **result}
+        names = self.answers[self.task.value]
+        with self.output:
+            self.output.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(7, 2.8))
+            x = np.arange(len(names))
+            ax.bar(x - 0.2, result["true"], 0.4, color="0.6", label="true answers")
+            ax.bar(x + 0.2, result["predicted"], 0.4, color="tab:blue", label="decoded network's answers")
+            ax.set_xticks(x, names, rotation=30, ha="right")
+            ax.set(ylabel="share of query images", ylim=(0, 1),
+                   title=f"{self.tasks.questions[self.task.value]}   accuracy {result['accuracy']:.1f}%")
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            plt.show()
+            self.figure = fig
+            plt.close(fig)
+
+    def show(self) -> None:
+        display(widgets.VBox([self.task, *self.sliders, self.output]))
