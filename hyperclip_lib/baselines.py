@@ -28,12 +28,19 @@ from .store import ArtifactStore, atomic_write_json, config_hash
 from .taskdata import TaskTensors, described_tasks
 
 
+# Table 1's rows, in the paper's order; the generative methods come from notebooks 04 and 05.
+METHOD_ORDER = [*RECIPES, "HNet + HyperCLIP Guidance", "HVAE + HyperCLIP Guidance", "HNet + HyperLDM γ=1",
+                "HNet + HyperLDM γ=1.5", "HVAE + HyperLDM γ=1", "HVAE + HyperLDM γ=1.5"]
+
 # The paper's Table 1 (zero-shot, % task mean; "50%"/"100%" of descriptors) and Table 4 (few-shot).
 PAPER_ZERO_SHOT = {
     "CLIP as base model": {"100%": 44.99}, "Uncond. Multitask": {"100%": 53.75},
     "Uncond. MNet-MAML": {"100%": 53.04}, "Uncond. MNet-FOMAML": {"100%": 53.04},
     "Uncond. HNet-MAML": {"100%": 53.37}, "Cond. Multitask": {"50%": 51.68, "100%": 54.12},
     "Cond. Multitask FiLM": {"50%": 51.60, "100%": 53.84}, "Cond. HNet-MAML": {"50%": 51.54, "100%": 53.02},
+    "HNet + HyperCLIP Guidance": {"50%": 53.51, "100%": 53.98}, "HVAE + HyperCLIP Guidance": {"50%": 53.82, "100%": 53.91},
+    "HNet + HyperLDM γ=1": {"50%": 53.66, "100%": 54.06}, "HNet + HyperLDM γ=1.5": {"50%": 54.08, "100%": 54.30},
+    "HVAE + HyperLDM γ=1": {"50%": 54.72, "100%": 55.03}, "HVAE + HyperLDM γ=1.5": {"50%": 54.84, "100%": 55.10},
 }
 PAPER_FEW_SHOT = {
     "CLIP as base model": 54.93, "Uncond. Multitask": 55.53, "Uncond. MNet-MAML": 60.24,
@@ -165,10 +172,11 @@ def summary_table(records: list[dict], metric: str = "zero_shot", column: str = 
     in the paper's method order."""
     import pandas as pd
     rows = [{"method": r["method"], "descriptors": f"{round(100 * r['descriptor_fraction'])}%",
-             "acc": r[metric][column]} for r in records]
+             "acc": r[metric][column]} for r in records if metric in r]
     df = pd.DataFrame(rows, columns=["method", "descriptors", "acc"])
     out = df.groupby(["method", "descriptors"], sort=False)["acc"].agg(["mean", "std", "count"]).reset_index()
-    order = {m: i for i, m in enumerate(RECIPES)}
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    order.update({m: len(order) for m in out["method"] if m not in order})
     out = out.sort_values(["method", "descriptors"], ascending=[True, False], key=lambda c: c.map(
         order) if c.name == "method" else c.str.rstrip("%").astype(float))
     return out.rename(columns={"count": "seeds"}).reset_index(drop=True)

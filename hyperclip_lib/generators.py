@@ -1,8 +1,9 @@
 """Unconditional generative hypernetworks h(z) → W and the fine-tuned-weights datasets behind them.
 
 * **HNet**: the hypernetwork and meta-learned z⁰ of Uncond. HNet-MAML (paper §2.3, A.6.1).
-* **HVAE**: a VAE over fine-tuned adapter weights (Algorithm 8): encoder P → 512 → 256 → (μ, log σ²) of a
-  32-d latent, decoder mirrored, Kaiming init; weights are standardised per dimension first.
+* **HVAE**: a VAE over fine-tuned adapter weights (Algorithm 8): encoder → 512 → 256 → (μ, log σ²) of a
+  32-d latent, decoder mirrored, Kaiming init. Its input and output are the weights' coordinates on their
+  top principal directions (`generator.hvae_pca_components`; 0: every weight, standardised).
 * **Fine-tuned datasets**: many (task, adapted z or W, question embedding) samples, each from an
   adaptation on a random support split of a task — 50 steps from the HNet's z⁰ (lr 0.1, adapting z) or
   from the MNet-MAML initialisation (lr 0.01, adapting W). HyperCLIP and HyperLDM reuse them.
@@ -85,6 +86,39 @@ class Standardizer:
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std + self.mean
 
+    def state(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+
+def coordinates_from_state(state: dict):
+    return PCACoordinates(**state) if "basis" in state else Standardizer(**state)
+
+
+class PCACoordinates:
+    """W ↦ its coordinates on the top-k principal directions of a training set, divided by one common
+    scale (so high-variance directions keep their weight in a squared error); `inverse` maps back."""
+
+    def __init__(self, mean: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor):
+        self.mean, self.basis, self.scale = mean, basis, scale
+
+    @staticmethod
+    def fit(x: torch.Tensor, k: int, seed: int = 0) -> "PCACoordinates":
+        k = min(k, *x.shape)
+        with torch.random.fork_rng(devices=[]):   # randomised SVD, repeatable
+            torch.manual_seed(seed)
+            _, s, v = torch.pca_lowrank(x, q=k, center=True, niter=6)
+        scale = (s.pow(2).mean() / max(1, len(x) - 1)).sqrt()
+        return PCACoordinates(x.mean(0), v.T.contiguous(), scale)
+
+    def state(self) -> dict:
+        return {"mean": self.mean, "basis": self.basis, "scale": self.scale}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) @ self.basis.T / self.scale
+
+    def inverse(self, c: torch.Tensor) -> torch.Tensor:
+        return self.mean + (c * self.scale) @ self.basis
+
 
 def mlp_params(prefix: str, sizes: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
     out = {}
@@ -111,22 +145,22 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class HVAE:
-    """A VAE over standardised adapter weights; `decode` returns adapter weights W."""
+    """A VAE over adapter weights in fixed coordinates (`scale`: per-dimension standardised weights, or
+    their top principal components); `decode` returns adapter weights W."""
     params: dict
-    scale: Standardizer
+    scale: Standardizer | PCACoordinates
     latent_dim: int
 
     @staticmethod
-    def create(n_weights: int, hidden: tuple[int, int], latent: int, scale: Standardizer,
-               generator: torch.Generator) -> "HVAE":
+    def create(n_inputs: int, hidden: tuple[int, int], latent: int, scale, generator: torch.Generator) -> "HVAE":
         h1, h2 = hidden
-        params = {**mlp_params("enc", [n_weights, h1, h2, 2 * latent], generator),
-                  **mlp_params("dec", [latent, h2, h1, n_weights], generator)}
+        params = {**mlp_params("enc", [n_inputs, h1, h2, 2 * latent], generator),
+                  **mlp_params("dec", [latent, h2, h1, n_inputs], generator)}
         return HVAE(params, scale, latent)
 
     def encode(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = mlp(self.params, "enc", self.scale(W)).chunk(2, dim=-1)
-        return mu, logvar
+        return mu, logvar.clamp(-10.0, 10.0)   # keeps exp(logvar) finite early in training
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.scale.inverse(mlp(self.params, "dec", z))
@@ -207,12 +241,20 @@ def _source(cfg, source: str):
     return SOURCES[source], recipe_and_config(cfg, SOURCES[source])[1].inner_lr
 
 
+def generator_cfg(cfg):
+    """The config the generators are built with: pretrained once, with `generator.seed` (not the run's
+    seed) and on every task, so runs that vary the seed or the descriptor share reuse them."""
+    from .config import with_overrides
+    return with_overrides(cfg, {"base.seed": cfg.generator.seed, "base.descriptor_fraction": 1.0})
+
+
 def finetuned_key(cfg, source: str, data) -> dict:
     from .baselines import baseline_key
+    cfg = generator_cfg(cfg)
     method, lr = _source(cfg, source)
     g = cfg.generator
     return {"source": baseline_key(cfg, method, data), "per_task": g.finetune_per_task,
-            "steps": g.finetune_steps, "lr": lr, "seed": cfg.base.seed}
+            "steps": g.finetune_steps, "lr": lr, "seed": g.seed}
 
 
 def ensure_finetuned(cfg, source: str, data, features, store=None) -> dict[str, FineTuned]:
@@ -221,6 +263,7 @@ def ensure_finetuned(cfg, source: str, data, features, store=None) -> dict[str, 
     from .baselines import run_baseline
     from .store import ArtifactStore
     store = store or ArtifactStore()
+    cfg = generator_cfg(cfg)
     method, lr = _source(cfg, source)
     base = run_baseline(cfg, method, data, features, store)
 
@@ -245,6 +288,7 @@ def ensure_hvae(cfg, data, features, store=None) -> tuple[HVAE, dict, dict]:
     from .baselines import build_family
     from .store import ArtifactStore, atomic_write_json
     store = store or ArtifactStore()
+    cfg = generator_cfg(cfg)
     g = cfg.generator
     finetuned = ensure_finetuned(cfg, "MNet", data, features, store)
     family = build_family(cfg, SOURCES["MNet"], features)
@@ -253,9 +297,11 @@ def ensure_hvae(cfg, data, features, store=None) -> tuple[HVAE, dict, dict]:
 
     def build(folder):
         train_set = finetuned["train"]
-        scale = Standardizer.fit(train_set.weights)
-        vae = HVAE.create(train_set.weights.shape[1], (g.hvae_hidden1, g.hvae_hidden2), g.hvae_latent,
-                          scale, torch.Generator().manual_seed(g.seed))
+        scale = (PCACoordinates.fit(train_set.weights, g.hvae_pca_components, g.seed) if g.hvae_pca_components
+                 else Standardizer.fit(train_set.weights))
+        n_inputs = scale.basis.shape[0] if g.hvae_pca_components else train_set.weights.shape[1]
+        vae = HVAE.create(n_inputs, (g.hvae_hidden1, g.hvae_hidden2), g.hvae_latent, scale,
+                          torch.Generator().manual_seed(g.seed))
         vae.params = {k: v.to(cfg.base.device).requires_grad_(True) for k, v in vae.params.items()}
         history = train_hvae(vae, train_set.weights, train_set.task, g.hvae_epochs, g.hvae_lr, g.hvae_batch,
                              g.hvae_clip, g.hvae_kl_weight, g.seed)
@@ -268,11 +314,11 @@ def ensure_hvae(cfg, data, features, store=None) -> tuple[HVAE, dict, dict]:
             record[split] = {"fine-tuned weights": weights_accuracy(family, ft.weights, tensors, ft.task).mean().item(),
                              "decoded (encoder mean)": weights_accuracy(family, decoded, tensors, ft.task).mean().item()}
         torch.save({"params": {k: v.detach().cpu() for k, v in vae.params.items()},
-                    "mean": scale.mean.cpu(), "std": scale.std.cpu()}, folder / "hvae.pt")
+                    "coordinates": {k: v.cpu() for k, v in scale.state().items()}}, folder / "hvae.pt")
         atomic_write_json(folder / "history.json", history)
         atomic_write_json(folder / "record.json", record, indent=1)
 
     folder = store.ensure("hvae", key, build)
     state = torch.load(folder / "hvae.pt", map_location=cfg.base.device, weights_only=True)
-    vae = HVAE(state["params"], Standardizer(state["mean"], state["std"]), g.hvae_latent)
+    vae = HVAE(state["params"], coordinates_from_state(state["coordinates"]), g.hvae_latent)
     return vae, json.loads((folder / "history.json").read_text()), json.loads((folder / "record.json").read_text())

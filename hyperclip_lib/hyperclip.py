@@ -85,20 +85,26 @@ def task_inference(model: HyperClip, data: FineTuned, text: torch.Tensor, k: int
 
 
 def guide(generator: LatentGenerator, model: HyperClip, text: torch.Tensor, z_start: torch.Tensor, steps: int,
-          lam: float, lr: float, on_step=None) -> torch.Tensor:
-    """Gradient descent on Eq. 4 for every task at once: z [T, Z], text [T, E] (task i's question).
+          lam: float, lr: float, optimizer: str = "sgd", on_step=None) -> torch.Tensor:
+    """Minimise Eq. 4 for every task at once: z [T, Z], text [T, E] (task i's question), by plain gradient
+    descent ("sgd") or Adam ("adam"; per-coordinate steps of about `lr`, whatever the gradient's scale).
     `on_step(k, z, cosine)` sees each iterate (k = 0 is the start)."""
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"hyperclip.guidance_optimizer is {optimizer!r}; expected 'sgd' or 'adam'")
     target = F.normalize(text, dim=-1)
     z = z_start.detach().clone().requires_grad_(True)
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)([z], lr=lr)
     for k in range(steps + 1):
         cosine = (model.embed(generator.decode(z)) * target).sum(-1)
         if on_step is not None:
             on_step(k, z.detach(), cosine.detach())
         if k == steps:
             break
+        # Summed over tasks: each task's z gets its own gradient (Adam's moments are per coordinate too).
         loss = (-cosine + lam * (z - z_start).norm(dim=-1)).sum()
-        grad, = torch.autograd.grad(loss, z)
-        z = (z - lr * grad).detach().requires_grad_(True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return z.detach()
 
 
@@ -119,84 +125,106 @@ class GuidanceResult:
 
 def load_generator(cfg, name: str, data, features, store=None) -> LatentGenerator:
     from .baselines import run_baseline
-    from .generators import SOURCES, ensure_hvae, hnet_generator, hvae_generator
+    from .generators import SOURCES, ensure_hvae, generator_cfg, hnet_generator, hvae_generator
     if name == "HNet":
-        hnet = run_baseline(cfg, SOURCES["HNet"], data, features, store)
+        hnet = run_baseline(generator_cfg(cfg), SOURCES["HNet"], data, features, store)
         return hnet_generator(hnet.family, hnet.params)
     if name == "HVAE":
         return hvae_generator(ensure_hvae(cfg, data, features, store)[0])
     raise KeyError(f"unknown generator {name!r}; expected 'HNet' or 'HVAE'")
 
 
+TRAINING_FIELDS = ("hidden", "epochs", "lr", "batch", "logit_scale")   # what CLIP_H's cache key depends on
+
+
 def run_hyperclip_guidance(cfg, name: str, data, features, store=None) -> GuidanceResult:
-    """Train CLIP_H on `name`'s fine-tuned networks of the described meta-train tasks, then guide the
-    generator for every meta-test task from its question alone and score the result zero-shot."""
+    """Train CLIP_H on `name`'s fine-tuned networks of the described meta-train tasks (a cached stage),
+    then guide the generator for every meta-test task from its question alone and score the result
+    zero-shot (seconds, so not cached: changing a guidance setting never retrains CLIP_H)."""
     from .baselines import build_family, package_versions
     from .generators import ensure_finetuned, finetuned_key
+    from .meta import summarize_accuracy
     from .store import ArtifactStore, atomic_write_json, config_hash
     from .taskdata import described_tasks
     store = store or ArtifactStore()
-    h = cfg.hyperclip
+    h, device = cfg.hyperclip, cfg.base.device
     generator = load_generator(cfg, name, data, features, store)
     finetuned = ensure_finetuned(cfg, FINETUNE_SOURCE[name], data, features, store)
     key = {"generator": name, "finetuned": finetuned_key(cfg, FINETUNE_SOURCE[name], data),
-           "generator_cfg": vars(cfg.generator) if name == "HVAE" else None, "hyperclip": vars(h),
+           "generator_cfg": vars(cfg.generator), "hyperclip": {k: getattr(h, k) for k in TRAINING_FIELDS},
            "descriptor_fraction": cfg.base.descriptor_fraction, "seed": cfg.base.seed}
     family = build_family(cfg, "Uncond. MNet-MAML", features)
+    train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)
+    test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)
+    described = described_tasks(len(train_tasks), cfg.base.descriptor_fraction, cfg.base.seed).nonzero().flatten()
 
     def build(folder):
         start = time.perf_counter()
-        device = cfg.base.device
-        train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)
-        test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)
-        described = described_tasks(len(train_tasks), cfg.base.descriptor_fraction, cfg.base.seed).nonzero().flatten()
         model = HyperClip.create(finetuned["train"].weights.shape[1], h.hidden, train_tasks.text.shape[1],
                                  Standardizer.fit(finetuned["train"].weights), torch.Generator().manual_seed(cfg.base.seed))
         model.params = {k: v.to(device).requires_grad_(True) for k, v in model.params.items()}
         history = train_hyperclip(model, finetuned["train"], train_tasks.text, described.to(device), h.epochs, h.lr,
                                   h.batch, h.logit_scale, cfg.base.seed)
-        train_s = time.perf_counter() - start
-        trajectory = {"step": [], "cosine": [], "zero_shot": []}
-        all_tasks = torch.arange(len(test_tasks), device=device)
-
-        def on_step(k, z, cosine):
-            with torch.no_grad():
-                acc = weights_accuracy(family, generator.decode(z), test_tasks, all_tasks)
-            trajectory["step"].append(k)
-            trajectory["cosine"].append(cosine.mean().item())
-            trajectory["zero_shot"].append(acc.mean().item())
-            per_step.append(acc)
-
-        per_step = []
-        z_start = generator.start(len(test_tasks), torch.Generator().manual_seed(cfg.base.seed)).to(device)
-        guide(generator, model, test_tasks.text, z_start, h.guidance_steps, h.guidance_lambda, h.guidance_lr, on_step)
-        n_query = (test_tasks.n_samples - test_tasks.n_support).double()
-        from .meta import summarize_accuracy
-        seen = torch.zeros(len(train_tasks), dtype=torch.bool)
-        seen[described.cpu()] = True
-        train_rows = seen[finetuned["train"].task.cpu()].to(device)
-        seen_set = FineTuned(finetuned["train"].task[train_rows], finetuned["train"].latent[train_rows],
-                             finetuned["train"].weights[train_rows])
-        record = {
-            "method": GUIDANCE_METHODS[name], "profile": cfg.profile, "seed": cfg.base.seed,
-            "descriptor_fraction": cfg.base.descriptor_fraction,
-            "zero_shot": summarize_accuracy(per_step[-1], n_query),
-            "unguided_zero_shot": summarize_accuracy(per_step[0], n_query),
-            "task_inference": {"held-out (meta-test)": task_inference(model, finetuned["test"], test_tasks.text),
-                               "meta-train": task_inference(model, seen_set, train_tasks.text)},
-            "trajectory": trajectory,
-            "per_task": {q: {"zero_shot": z, "unguided": u, "n_query": n} for q, z, u, n in zip(
-                test_tasks.questions, per_step[-1].tolist(), per_step[0].tolist(), n_query.tolist())},
-            "config_hash": config_hash(key), "train_s": train_s, "wall_s": time.perf_counter() - start,
-            "versions": package_versions(),
-        }
+        history["train_s"] = time.perf_counter() - start
         torch.save({"params": {k: v.detach().cpu() for k, v in model.params.items()},
                     "mean": model.scale.mean.cpu(), "std": model.scale.std.cpu()}, folder / "hyperclip.pt")
         atomic_write_json(folder / "history.json", history)
-        atomic_write_json(folder / "record.json", record, indent=1)
 
     folder = store.ensure("hyperclip", key, build)
-    state = torch.load(folder / "hyperclip.pt", map_location=cfg.base.device, weights_only=True)
-    return GuidanceResult(json.loads((folder / "record.json").read_text()),
-                          json.loads((folder / "history.json").read_text()),
-                          HyperClip(state["params"], Standardizer(state["mean"], state["std"])), generator, finetuned)
+    state = torch.load(folder / "hyperclip.pt", map_location=device, weights_only=True)
+    model = HyperClip(state["params"], Standardizer(state["mean"], state["std"]))
+    history = json.loads((folder / "history.json").read_text())
+
+    start = time.perf_counter()
+    trajectory, per_step = {"step": [], "cosine": [], "zero_shot": []}, []
+    all_tasks = torch.arange(len(test_tasks), device=device)
+
+    def on_step(k, z, cosine):
+        with torch.no_grad():
+            acc = weights_accuracy(family, generator.decode(z), test_tasks, all_tasks)
+        trajectory["step"].append(k)
+        trajectory["cosine"].append(cosine.mean().item())
+        trajectory["zero_shot"].append(acc.mean().item())
+        per_step.append(acc)
+
+    z_start = generator.start(len(test_tasks), torch.Generator().manual_seed(cfg.base.seed)).to(device)
+    guide(generator, model, test_tasks.text, z_start, h.guidance_steps, h.guidance_lambda, h.guidance_lr,
+          h.guidance_optimizer, on_step)
+    n_query = (test_tasks.n_samples - test_tasks.n_support).double()
+    seen = torch.zeros(len(train_tasks), dtype=torch.bool, device=device)
+    seen[described.to(device)] = True
+    rows = seen[finetuned["train"].task]
+    seen_set = FineTuned(finetuned["train"].task[rows], finetuned["train"].latent[rows], finetuned["train"].weights[rows])
+    record = {
+        "method": GUIDANCE_METHODS[name], "profile": cfg.profile, "seed": cfg.base.seed,
+        "descriptor_fraction": cfg.base.descriptor_fraction,
+        "zero_shot": summarize_accuracy(per_step[-1], n_query),
+        "unguided_zero_shot": summarize_accuracy(per_step[0], n_query),
+        "task_inference": {"held-out (meta-test)": task_inference(model, finetuned["test"], test_tasks.text),
+                           "meta-train": task_inference(model, seen_set, train_tasks.text)},
+        "trajectory": trajectory,
+        "per_task": {q: {"zero_shot": z, "unguided": u, "n_query": n} for q, z, u, n in zip(
+            test_tasks.questions, per_step[-1].tolist(), per_step[0].tolist(), n_query.tolist())},
+        "guidance": {k: getattr(h, k) for k in ("guidance_steps", "guidance_lambda", "guidance_lr", "guidance_optimizer")},
+        "config_hash": config_hash({**key, "hyperclip": vars(h)}), "train_s": history["train_s"],
+        "guidance_s": time.perf_counter() - start, "versions": package_versions(),
+    }
+    return GuidanceResult(record, history, model, generator, finetuned)
+
+
+def run_guidance_rows(cfg, data, features, generators=("HNet", "HVAE"), seeds=(0,), descriptor_fractions=(1.0,),
+                      results_dir=None, store=None) -> list[GuidanceResult]:
+    """Both HyperCLIP-guidance rows of Table 1 for every seed and descriptor share; records also go to
+    `results_dir` when given."""
+    from .baselines import save_record
+    from .config import with_overrides
+    out = []
+    for name in generators:
+        for seed in seeds:
+            for fraction in descriptor_fractions:
+                run_cfg = with_overrides(cfg, {"base.seed": seed, "base.descriptor_fraction": fraction})
+                result = run_hyperclip_guidance(run_cfg, name, data, features, store)
+                if results_dir is not None:
+                    save_record(result.record, results_dir)
+                out.append(result)
+    return out

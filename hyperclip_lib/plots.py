@@ -118,3 +118,60 @@ def accuracy_bars(zero_shot, few_shot, floor: float, ceiling: float):
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def latent_map(latents, labels: list[str], title: str):
+    """Training-task latents on their first two principal components, coloured by a label per row."""
+    import torch
+    x = torch.as_tensor(latents, dtype=torch.float32)
+    x = x - x.mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    xy = (x @ v[:2].T).numpy()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, label in enumerate(sorted(set(labels))):
+        rows = [k for k, l in enumerate(labels) if l == label]
+        ax.scatter(xy[rows, 0], xy[rows, 1], s=6, alpha=0.6, color=f"C{i % 10}", label=label)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(history: dict, keys: list[str], title: str):
+    """Moving means of the named per-step series of a training history."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for i, key in enumerate(keys):
+        values = np.asarray(history[key])
+        k = max(1, len(values) // 30)
+        ax.plot(np.asarray(history["step"])[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"),
+                color=f"C{i}", label=key)
+    ax.set(xlabel="optimiser step", ylabel="moving mean", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def similarity_matrix(sim, questions: list[str], title: str):
+    """Cosine similarity of networks (rows, by the task they were fine-tuned on) and questions (columns)."""
+    fig, ax = plt.subplots(figsize=(0.32 * len(questions) + 4, 0.32 * len(questions) + 1.5))
+    im = ax.imshow(np.asarray(sim), cmap="viridis")
+    ax.set_xticks(range(len(questions)), questions, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(questions)), [f"network of: {q}" for q in questions], fontsize=6)
+    ax.set(title=title)
+    fig.colorbar(im, ax=ax, fraction=0.03, label="cosine")
+    fig.tight_layout()
+    return fig
+
+
+def guidance_trajectories(results):
+    """Mean cosine(CLIP_H(h(z)), question) and mean zero-shot accuracy at each guidance step."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.3))
+    for i, r in enumerate(results):
+        t, label = r.record["trajectory"], f"{r.record['method']} (seed {r.record['seed']})"
+        a.plot(t["step"], t["cosine"], "o-", ms=3, color=f"C{i % 10}", label=label)
+        b.plot(t["step"], t["zero_shot"], "o-", ms=3, color=f"C{i % 10}", label=label)
+    a.set(xlabel="guidance step", ylabel="mean cosine to the question", title="HyperCLIP guidance")
+    b.set(xlabel="guidance step", ylabel="meta-test zero-shot accuracy (%)", title="what it does to accuracy")
+    b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperclip_lib.adapter import AdapterSpec
-from hyperclip_lib.generators import (HVAE, FineTuned, LatentGenerator, Standardizer, gaussian_kl, mlp,
+from hyperclip_lib.generators import (HVAE, FineTuned, LatentGenerator, PCACoordinates, Standardizer, gaussian_kl, mlp,
                                       train_hvae)
 from hyperclip_lib.hyperclip import HyperClip, contrastive_loss, guide, task_inference, train_hyperclip
 from hyperclip_lib.methods import AdapterFamily
@@ -126,3 +126,13 @@ def test_traversal_sliders_redraw_with_the_values_they_were_given():
     view.task.value = 3
     assert view.state["task"] == 3 and view.state["true"] != start["true"]
     assert "accuracy" in view.figure.axes[0].get_title()
+
+
+def test_principal_coordinates_round_trip_weights_in_their_span():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(40, 3, generator=g) @ torch.randn(3, 25, generator=g) + torch.randn(25, generator=g)
+    coords = PCACoordinates.fit(W, k=3)
+    c = coords(W)
+    assert c.shape == (40, 3)
+    torch.testing.assert_close(coords.inverse(c), W, atol=1e-4, rtol=1e-4)
+    assert c.pow(2).mean().item() == pytest.approx(1.0, rel=0.05)   # one common scale: unit mean variance
