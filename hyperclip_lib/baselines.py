@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .adapter import AdapterSpec
-from .config import Config, with_overrides
+from .config import Config, run_configs
 from .features import FeatureStore
 from .meta import evaluate, summarize_accuracy, train
 from .methods import RECIPES, Family, make_family
@@ -141,13 +141,11 @@ def run_baselines(cfg: Config, data: Data, features: FeatureStore, methods=None,
     results = []
     for method in methods or list(RECIPES):
         recipe, _ = recipe_and_config(cfg, method)
-        for seed in seeds:
-            for fraction in descriptor_fractions if recipe.conditional else (1.0,):
-                run_cfg = with_overrides(cfg, {"base.seed": seed, "base.descriptor_fraction": fraction})
-                result = run_baseline(run_cfg, method, data, features, store)
-                if results_dir is not None:
-                    save_record(result.record, results_dir)
-                results.append(result)
+        for run_cfg in run_configs(cfg, seeds, descriptor_fractions if recipe.conditional else (1.0,)):
+            result = run_baseline(run_cfg, method, data, features, store)
+            if results_dir is not None:
+                save_record(result.record, results_dir)
+            results.append(result)
     return results
 
 

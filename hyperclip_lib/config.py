@@ -136,6 +136,30 @@ class HyperClipConfig:
 
 
 @dataclass(frozen=True)
+class LDMConfig:
+    """HyperLDM (A.6.3): schedule, network, training and sampling."""
+    width1: int = 256                 # paper: 8192, 16384, 8192
+    width2: int = 512
+    width3: int = 256
+    time_dim: int = 150               # paper: 150-d sinusoidal time embedding
+    train_steps: int = 350            # diffusion steps T (paper: 350)
+    beta_start: float = 1e-4          # paper: linear β from 1e-4 ...
+    beta_end: float = 0.06            # ... to 0.06
+    schedule: str = "linear"          # "linear" or "cosine"
+    steps: int = 1200                 # optimiser steps
+    batch: int = 256
+    lr: float = 1e-3
+    cond_dropout: float = 0.2         # probability of training a described row with the null condition
+    ema_decay: float = 0.995
+    grad_clip: float = 10.0
+    sampler: str = "ddpm"             # "ddpm" (ancestral, all T steps) or "ddim" (deterministic, ddim_steps:
+                                      # ~9x faster on quick, but 2.8 points lower; benchmarks/bench_sampling.py)
+    ddim_steps: int = 35
+    samples_per_task: int = 3         # sampled networks per meta-test task, their accuracies averaged
+    gammas: str = "0,0.5,1,1.5,2,3,4"  # the guidance scales scored (Fig. 5A)
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "quick"
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -155,6 +179,7 @@ class Config:
     cond_hnet_maml: MethodConfig = MethodConfig(epochs=10, lr=3e-4, inner_lr=0.1, inner_steps_max=5)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     hyperclip: HyperClipConfig = field(default_factory=HyperClipConfig)
+    ldm: LDMConfig = field(default_factory=LDMConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -189,12 +214,15 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
                 **{f"{m}.epochs": 1 for m in METHOD_SECTIONS}, **{f"{m}.inner_steps_max": 2 for m in MAML_SECTIONS},
                 "generator.finetune_per_task": 2, "generator.finetune_steps": 5, "generator.hvae_hidden1": 32,
                 "generator.hvae_hidden2": 16, "generator.hvae_latent": 4, "generator.hvae_epochs": 2,
-                "hyperclip.hidden": 16, "hyperclip.epochs": 2, "hyperclip.guidance_steps": 3}
+                "hyperclip.hidden": 16, "hyperclip.epochs": 2, "hyperclip.guidance_steps": 3,
+                "ldm.width1": 32, "ldm.width2": 64, "ldm.width3": 32, "ldm.steps": 20, "ldm.batch": 64,
+                "ldm.train_steps": 50, "ldm.samples_per_task": 1, "ldm.gammas": "0,1,1.5"}
     if profile == "paper":
         return {"encoder.model": "ViT-L-14-336", "encoder.pretrained": "openai", "calibration.hidden": 256,
                 "base.hidden": 256, "base.hnet_hidden": 256, "base.samples_per_task": None,
                 "generator.finetune_per_task": 20, "generator.hvae_epochs": 2000,
-                "hyperclip.epochs": 600,
+                "hyperclip.epochs": 600, "ldm.width1": 8192, "ldm.width2": 16384, "ldm.width3": 8192,
+                "ldm.lr": 2.5e-4, "ldm.batch": 128, "ldm.steps": 136_000,   # A.6.3: 1000 epochs of ~17k latents
                 **{f"{m}.{k}": v for m, row in PAPER_TABLE3.items() for k, v in row.items()}}
     raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
 
@@ -242,6 +270,13 @@ def get_config(profile: str = "quick", overrides: Mapping[str, Any] | None = Non
     merged = dict(overrides or {})
     merged.update({k.replace("__", "."): v for k, v in kw.items()})
     return with_overrides(cfg, merged)
+
+
+def run_configs(cfg: Config, seeds, descriptor_fractions):
+    """One config per (seed, descriptor share) of a sweep, in that order."""
+    for seed in seeds:
+        for fraction in descriptor_fractions:
+            yield with_overrides(cfg, {"base.seed": seed, "base.descriptor_fraction": fraction})
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

@@ -217,14 +217,12 @@ def run_guidance_rows(cfg, data, features, generators=("HNet", "HVAE"), seeds=(0
     """Both HyperCLIP-guidance rows of Table 1 for every seed and descriptor share; records also go to
     `results_dir` when given."""
     from .baselines import save_record
-    from .config import with_overrides
+    from .config import run_configs
     out = []
     for name in generators:
-        for seed in seeds:
-            for fraction in descriptor_fractions:
-                run_cfg = with_overrides(cfg, {"base.seed": seed, "base.descriptor_fraction": fraction})
-                result = run_hyperclip_guidance(run_cfg, name, data, features, store)
-                if results_dir is not None:
-                    save_record(result.record, results_dir)
-                out.append(result)
+        for run_cfg in run_configs(cfg, seeds, descriptor_fractions):
+            result = run_hyperclip_guidance(run_cfg, name, data, features, store)
+            if results_dir is not None:
+                save_record(result.record, results_dir)
+            out.append(result)
     return out

@@ -175,3 +175,23 @@ def guidance_trajectories(results):
     b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def gamma_sweep(records: list[dict]):
+    """Fig. 5A: zero-shot accuracy against the guidance scale γ, mean ± s.d. over seeds, per generator
+    and descriptor share."""
+    import pandas as pd
+    rows = [{"generator": r["method"].split(" +")[0], "share": r["descriptor_fraction"], "gamma": r["gamma"],
+             "acc": r["zero_shot"]["task_mean"]} for r in records if "gamma" in r]
+    df = pd.DataFrame(rows).groupby(["generator", "share", "gamma"])["acc"].agg(["mean", "std"]).reset_index()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for i, ((gen, share), part) in enumerate(df.groupby(["generator", "share"])):
+        label = f"{gen} + HyperLDM" + ("" if share == 1.0 else f" ({100 * share:.0f}% descriptors)")
+        ax.errorbar(part["gamma"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3,
+                    color=f"C{i % 10}", label=label)
+    ax.axvline(1.0, color="0.7", lw=1, ls=":")
+    ax.set(xlabel="guidance scale γ (0: unconditional, 1: conditional, >1: classifier-free guidance)",
+           ylabel="zero-shot accuracy (%)", title="classifier-free guidance sweep (Fig. 5A)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -82,3 +82,59 @@ class LatentTraversal:
 
     def show(self) -> None:
         display(widgets.VBox([self.task, *self.sliders, self.output]))
+
+
+class GammaExplorer:
+    """Pick a meta-test task and a guidance scale γ: freshly sampled HyperLDM networks for that task, their
+    mean accuracy, their predicted-answer distribution against the true one, and where their latents fall
+    among the training latents (first two principal directions, as notebook 03)."""
+
+    def __init__(self, sampler, generator: LatentGenerator, family: Family, tasks: TaskTensors,
+                 answers: list[list[str]], train_latents: torch.Tensor, n_samples: int = 4, seed: int = 0):
+        self.sampler, self.generator, self.family, self.tasks, self.answers = sampler, generator, family, tasks, answers
+        self.n_samples, self.seed = n_samples, seed
+        self.mean, self.directions, _ = principal_directions(train_latents, 2)
+        self.background = ((train_latents - self.mean) @ self.directions.T).numpy()
+        self.task = widgets.Dropdown(options=[(q, i) for i, q in enumerate(tasks.questions)], value=0,
+                                     description="task", layout=widgets.Layout(width="95%"))
+        self.gamma = widgets.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="γ",
+                                         continuous_update=False)
+        self.output = widgets.Output()
+        self.state: dict = {}
+        for control in (self.task, self.gamma):
+            control.observe(lambda change: self.redraw(), names="value")
+        self.redraw()
+
+    def redraw(self) -> None:
+        task, gamma = self.task.value, float(self.gamma.value)
+        cond = self.tasks.text[[task] * self.n_samples]
+        z = self.sampler(cond, torch.full((self.n_samples,), gamma), torch.Generator().manual_seed(self.seed))
+        results = [answer_distributions(self.generator, self.family, self.tasks, task, zi) for zi in z]
+        predicted = np.mean([r["predicted"] for r in results], axis=0)
+        self.state = {"task": task, "gamma": gamma, "accuracy": float(np.mean([r["accuracy"] for r in results])),
+                      "accuracies": [r["accuracy"] for r in results], "predicted": predicted.tolist(),
+                      "true": results[0]["true"]}
+        names = self.answers[task]
+        with self.output:
+            self.output.clear_output(wait=True)
+            fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [3, 2]})
+            x = np.arange(len(names))
+            a.bar(x - 0.2, self.state["true"], 0.4, color="0.6", label="true answers")
+            a.bar(x + 0.2, predicted, 0.4, color="tab:purple", label=f"{self.n_samples} sampled networks")
+            a.set_xticks(x, names, rotation=30, ha="right")
+            a.set(ylabel="share of query images", ylim=(0, 1),
+                  title=f"γ = {gamma:g}: accuracy {self.state['accuracy']:.1f}% (mean of {self.n_samples})")
+            a.legend(fontsize=8)
+            xy = ((z - self.mean) @ self.directions.T).numpy()
+            b.scatter(self.background[:, 0], self.background[:, 1], s=3, color="0.8", label="training latents")
+            b.scatter(xy[:, 0], xy[:, 1], s=40, color="tab:purple", marker="*", label="sampled")
+            b.set(xlabel="PC 1", ylabel="PC 2", title="where the samples fall")
+            b.legend(fontsize=8)
+            fig.suptitle(self.tasks.questions[task], fontsize=10)
+            fig.tight_layout()
+            plt.show()
+            self.figure = fig
+            plt.close(fig)
+
+    def show(self) -> None:
+        display(widgets.VBox([self.task, self.gamma, self.output]))

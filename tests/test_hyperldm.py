@@ -1,0 +1,131 @@
+"""HyperLDM: the noise schedule, classifier-free guidance, sampling, the EMA and the γ explorer widget."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from hyperclip_lib.adapter import AdapterSpec
+from hyperclip_lib.generators import LatentGenerator
+from hyperclip_lib.hyperldm import (HyperLDMNet, TrainedLDM, guided_noise, make_scheduler, parse_gammas, sample,
+                                    train_ldm, update_ema)
+from hyperclip_lib.methods import AdapterFamily
+from hyperclip_lib.widgets import GammaExplorer
+from test_meta import toy_tasks
+
+
+def test_add_noise_is_the_closed_form_of_the_papers_linear_schedule():
+    sched = make_scheduler("ddpm", 350, 1e-4, 0.06)
+    betas = np.linspace(1e-4, 0.06, 350)
+    alpha_bar = np.cumprod(1 - betas)
+    x0, eps = torch.randn(5, 3), torch.randn(5, 3)
+    t = torch.tensor([0, 10, 100, 200, 349])
+    expected = (torch.tensor(alpha_bar[t.numpy()], dtype=torch.float32).sqrt()[:, None] * x0
+                + torch.tensor(1 - alpha_bar[t.numpy()], dtype=torch.float32).sqrt()[:, None] * eps)
+    torch.testing.assert_close(sched.add_noise(x0, eps, t), expected, rtol=1e-5, atol=1e-6)
+    assert alpha_bar[-1] < 1e-4   # the last step is almost pure noise
+
+
+def test_gamma_zero_and_one_give_exactly_the_unconditional_and_conditional_predictions():
+    torch.manual_seed(0)
+    net = HyperLDMNet(4, 6, (16, 32, 16), time_dim=10)
+    nn.init.normal_(net.output.weight)   # the output layer starts at zero; make predictions nontrivial
+    z, t, e = torch.randn(3, 4), torch.tensor([1, 5, 9]), torch.randn(3, 6)
+    with torch.no_grad():
+        # The one batched pass holds both predictions; γ = 0 and 1 return its halves bit for bit.
+        uncond, cond = net(torch.cat([z, z]), torch.cat([t, t]), torch.cat([torch.zeros_like(e), e])).chunk(2)
+        assert torch.equal(guided_noise(net, z, t, e, torch.zeros(3)), uncond)
+        assert torch.equal(guided_noise(net, z, t, e, torch.ones(3)), cond)
+        mixed = guided_noise(net, z, t, e, torch.tensor([0.0, 1.5, 3.0]))
+        torch.testing.assert_close(mixed[1], -0.5 * uncond[1] + 1.5 * cond[1], rtol=1e-6, atol=1e-6)
+        # ...and they are what separate unconditional and conditional calls predict.
+        torch.testing.assert_close(uncond, net(z, t, torch.zeros_like(e)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cond, net(z, t, e), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(uncond, cond)
+
+
+class PerfectGaussianNoise(nn.Module):
+    """The exact E[ε | z_t] when z_0 ~ N(m, v) and z_t = √ᾱ z_0 + √(1−ᾱ) ε."""
+
+    def __init__(self, alpha_bar: torch.Tensor, m: float, v: float):
+        super().__init__()
+        self.alpha_bar, self.m, self.v = alpha_bar, m, v
+
+    def forward(self, z, t, e):
+        a = self.alpha_bar[t][:, None]
+        return (1 - a).sqrt() / (a * self.v + 1 - a) * (z - a.sqrt() * self.m)
+
+
+@pytest.mark.parametrize("kind,steps,var_tolerance", [
+    ("ddpm", None, 0.06), ("ddim", 350, 0.06),
+    ("ddim", 35, 0.2),   # ten times fewer deterministic steps: the variance comes out ~14% low here
+])
+def test_sampling_with_a_perfect_noise_predictor_recovers_a_gaussian(kind, steps, var_tolerance):
+    sched = make_scheduler(kind, 350, 1e-4, 0.06)
+    m, v = 1.5, 0.25
+    perfect = PerfectGaussianNoise(sched.alphas_cumprod, m, v)
+    ldm = TrainedLDM(net=None, ema=perfect, mean=torch.zeros(1), std=torch.ones(1), history={})
+    z = sample(ldm, torch.zeros(20_000, 2), torch.ones(20_000), sched, steps, torch.Generator().manual_seed(0))
+    assert z.mean().item() == pytest.approx(m, abs=0.02)
+    assert z.var().item() == pytest.approx(v, rel=var_tolerance)
+
+
+def test_sampling_uses_the_ema_weights_and_the_ema_follows_its_formula():
+    sched = make_scheduler("ddim", 50, 1e-4, 0.06)
+    torch.manual_seed(0)
+    net, ema = HyperLDMNet(2, 3, (8, 8, 8), 4), HyperLDMNet(2, 3, (8, 8, 8), 4)
+    nn.init.normal_(ema.output.weight)
+    ldm = TrainedLDM(net, ema, torch.zeros(2), torch.ones(2), {})
+    cond, gamma = torch.randn(4, 3), torch.ones(4)
+    default = sample(ldm, cond, gamma, sched, 10, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(default, sample(ldm, cond, gamma, sched, 10, torch.Generator().manual_seed(1), net=ema))
+    assert not torch.allclose(default, sample(ldm, cond, gamma, sched, 10, torch.Generator().manual_seed(1), net=net))
+    before = [p.clone() for p in ema.parameters()]
+    update_ema(ema, net, decay=0.9)
+    for b, e, p in zip(before, ema.parameters(), net.parameters()):
+        torch.testing.assert_close(e, 0.9 * b + 0.1 * p)
+
+
+def test_training_learns_a_condition_dependent_latent_distribution():
+    """Two conditions, two latent clusters: the conditional samples land on their own cluster."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[3.0, 0.0], [-3.0, 1.0]])
+    task = torch.arange(2).repeat(300)
+    latents = centers[task] + 0.3 * torch.randn(600, 2, generator=g)
+    cond = torch.eye(2)[task]
+    sched = make_scheduler("ddpm", 100, 1e-4, 0.1)
+    ldm = train_ldm(latents, cond, torch.ones(600, dtype=torch.bool), (64, 64, 64), steps=1500, batch_size=128,
+                    lr=2e-3, cond_dropout=0.2, ema_decay=0.99, grad_clip=10.0, scheduler=sched, seed=0, time_dim=16)
+    assert sum(ldm.history["loss"][-100:]) < sum(ldm.history["loss"][:100])
+    z = sample(ldm, torch.eye(2).repeat_interleave(200, 0), torch.full((400,), 1.5), make_scheduler("ddim", 100, 1e-4, 0.1),
+               25, torch.Generator().manual_seed(1))
+    first, second = z[:200].mean(0), z[200:].mean(0)
+    assert (first - centers[0]).norm() < 1.0 and (second - centers[1]).norm() < 1.0
+
+
+def test_gammas_parse_and_bad_ones_are_named():
+    assert parse_gammas("0, 1,1.5") == [0.0, 1.0, 1.5]
+    with pytest.raises(ValueError, match="ldm.gammas"):
+        parse_gammas("1,high")
+
+
+def test_gamma_slider_redraws_for_the_gamma_it_was_given():
+    tasks = toy_tasks(4)
+    spec = AdapterSpec(8, 4)
+    A = torch.randn(2, spec.n_params, generator=torch.Generator().manual_seed(0)) * 0.5
+    gen = LatentGenerator("toy", 2, lambda z: z @ A)
+    calls = []
+
+    def sampler(cond, gamma, generator):   # a stand-in whose samples move with γ
+        calls.append(gamma.clone())
+        return gamma[:, None] * torch.ones(len(gamma), 2) + 0.1 * torch.randn(len(gamma), 2, generator=generator)
+
+    names = [[f"answer {k}" for k in range(int(m.sum()))] for m in tasks.answer_mask]
+    view = GammaExplorer(sampler, gen, AdapterFamily(spec), tasks, names, torch.randn(30, 2), n_samples=3)
+    assert view.state["gamma"] == 1.0 and torch.equal(calls[-1], torch.ones(3))
+    first = dict(view.state)
+    view.gamma.value = 3.5
+    assert view.state["gamma"] == 3.5 and torch.equal(calls[-1], torch.full((3,), 3.5))
+    assert view.state["predicted"] != first["predicted"] or view.state["accuracy"] != first["accuracy"]
+    assert "γ = 3.5" in view.figure.axes[0].get_title()
