@@ -18,7 +18,6 @@ from open_clip.loss import ClipLoss
 from tqdm.auto import tqdm
 
 from .generators import FineTuned, LatentGenerator, Standardizer, mlp, mlp_params, weights_accuracy
-from .methods import Family
 from .taskdata import TaskTensors
 
 

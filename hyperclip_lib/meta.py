@@ -10,7 +10,6 @@ inner gradients are constants and only the identity path φ⁰ → φ_k carries 
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from tqdm.auto import tqdm

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from hyperclip_lib.adapter import AdapterSpec, adapter_logits
-from hyperclip_lib.config import BaseModelConfig, MethodConfig, get_config
+from hyperclip_lib.config import BaseModelConfig, MethodConfig
 from hyperclip_lib.meta import adapt, clipped_step, evaluate, meta_loss, train
 from hyperclip_lib.methods import RECIPES, AdapterFamily, FiLMFamily, HyperNetFamily, make_family, task_losses
 from hyperclip_lib.taskdata import Batch, TaskTensors, described_tasks
