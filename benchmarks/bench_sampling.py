@@ -17,7 +17,7 @@ import torch
 
 from hyperclip_lib.baselines import build_family
 from hyperclip_lib.config import get_config
-from hyperclip_lib.hyperldm import make_scheduler, parse_gammas, per_gamma_task_mean, run_hyperldm, sample_and_score
+from hyperclip_lib.hyperldm import ldm_scheduler, parse_gammas, per_gamma_task_mean, run_hyperldm, sample_and_score
 from hyperclip_lib.pipeline import prepare
 from hyperclip_lib.store import ArtifactStore
 from hyperclip_lib.taskdata import TaskTensors
@@ -55,7 +55,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     scores = {}
     for kind, steps in [("ddpm", None)] + [("ddim", k) for k in ddim_steps]:
-        scheduler = make_scheduler(kind, L.train_steps, L.beta_start, L.beta_end, L.schedule)
+        scheduler = ldm_scheduler(L, kind)
         start = time.perf_counter()
         out = sample_and_score(result.ldm, result.generator, family, tasks, gammas, L.samples_per_task,
                                scheduler, steps, cfg.base.seed)

@@ -15,7 +15,7 @@ import time
 import torch
 
 from hyperclip_lib.config import get_config
-from hyperclip_lib.hyperldm import TrainedLDM, make_scheduler, parse_gammas, sample, train_ldm
+from hyperclip_lib.hyperldm import TrainedLDM, ldm_scheduler, parse_gammas, sample, train_ldm
 
 
 def synchronize(device: str) -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     widths = (L.width1, L.width2, L.width3)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"HyperLDM {args.profile} on {name}: widths {widths}, batch {L.batch}, T = {L.train_steps}, torch {torch.__version__}")
-    scheduler = make_scheduler("ddpm", L.train_steps, L.beta_start, L.beta_end, L.schedule)
+    scheduler = ldm_scheduler(L, "ddpm")
     synchronize(args.device)
     start = time.perf_counter()
     trained = train_ldm(latents, cond, described, widths, args.steps, L.batch, L.lr, L.cond_dropout, L.ema_decay,
@@ -61,7 +61,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         synchronize(args.device)
         start = time.perf_counter()
-        z = sample(ldm, text, gamma, make_scheduler(kind, L.train_steps, L.beta_start, L.beta_end, L.schedule), steps,
+        z = sample(ldm, text, gamma, ldm_scheduler(L, kind), steps,
                    torch.Generator().manual_seed(0))
         synchronize(args.device)
         peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda") else float("nan")

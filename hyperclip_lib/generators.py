@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import BaseModelConfig
 from .meta import adapt
-from .methods import Family, kaiming, task_accuracies
+from .methods import AdapterFamily, Family, kaiming, task_accuracies
 from .taskdata import TaskTensors
 
 
@@ -54,17 +54,15 @@ def finetune_dataset(family: Family, params: dict, tasks: TaskTensors, per_task:
     return FineTuned(torch.cat(task), torch.cat(latent), torch.cat(weights))
 
 
-def weights_accuracy(spec_family: Family, weights: torch.Tensor, tasks: TaskTensors, task: torch.Tensor,
+def weights_accuracy(adapter: AdapterFamily, weights: torch.Tensor, tasks: TaskTensors, task: torch.Tensor,
                      chunk: int = 256) -> torch.Tensor:
-    """Query accuracy (%) of adapter weights `weights[m]` on task `task[m]`'s fixed query set."""
-    from .adapter import adapter_logits
-    from .methods import masked_logits
+    """Query accuracy (%) of adapter weights `weights[m]` on task `task[m]`'s fixed query set (the
+    adapter family's φ is the weights themselves, so it needs no meta-parameters)."""
     out = []
     for rows in torch.arange(len(task)).split(chunk):
         batch = tasks.fixed_batch(task[rows])
         with torch.no_grad():
-            logits = masked_logits(adapter_logits(batch.x, weights[rows], spec_family.spec, batch.answers),
-                                   batch.answer_mask)
+            logits = adapter.logits({}, weights[rows], batch.x, batch)
             out.append(task_accuracies(logits, batch.labels, batch.query))
     return torch.cat(out)
 

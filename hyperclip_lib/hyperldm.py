@@ -35,6 +35,12 @@ def make_scheduler(kind: str, train_steps: int, beta_start: float, beta_end: flo
     raise ValueError(f"ldm.sampler is {kind!r}; expected 'ddpm' or 'ddim'")
 
 
+def ldm_scheduler(ldm_cfg, kind: str | None = None):
+    """The scheduler of an `ldm` config section: its sampler unless `kind` names one."""
+    return make_scheduler(kind or ldm_cfg.sampler, ldm_cfg.train_steps, ldm_cfg.beta_start, ldm_cfg.beta_end,
+                          ldm_cfg.schedule)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding [B, dim] of integer timesteps (Vaswani et al.; DDPM)."""
     half = dim // 2
@@ -211,11 +217,6 @@ def per_gamma_task_mean(samples: dict, gammas: list[float], n_tasks: int) -> dic
     return out
 
 
-def _schedulers(cfg):
-    L = cfg.ldm
-    return make_scheduler(L.sampler, L.train_steps, L.beta_start, L.beta_end, L.schedule)
-
-
 TRAIN_FIELDS = ("width1", "width2", "width3", "time_dim", "train_steps", "beta_start", "beta_end", "schedule",
                 "steps", "batch", "lr", "cond_dropout", "ema_decay", "grad_clip")
 
@@ -256,7 +257,7 @@ def run_hyperldm(cfg, name: str, data, features, store=None) -> LDMResult:
         start = time.perf_counter()
         trained = train_ldm(latents.to(device), train_tasks.text[task.to(device)], described[task.to(device)],
                             widths, L.steps, L.batch, L.lr, L.cond_dropout, L.ema_decay, L.grad_clip,
-                            make_scheduler("ddpm", L.train_steps, L.beta_start, L.beta_end, L.schedule), cfg.base.seed,
+                            ldm_scheduler(L, "ddpm"), cfg.base.seed,
                             L.time_dim)
         trained.history["train_s"] = time.perf_counter() - start
         torch.save({"net": trained.net.state_dict(), "ema": trained.ema.state_dict(), "mean": trained.mean.cpu(),
@@ -278,7 +279,7 @@ def run_hyperldm(cfg, name: str, data, features, store=None) -> LDMResult:
 
     def sample_build(folder):
         start = time.perf_counter()
-        out = sample_and_score(ldm, generator, family, test_tasks, gammas, L.samples_per_task, _schedulers(cfg),
+        out = sample_and_score(ldm, generator, family, test_tasks, gammas, L.samples_per_task, ldm_scheduler(L),
                                L.ddim_steps if L.sampler == "ddim" else None, cfg.base.seed)
         torch.save({k: v.cpu() for k, v in out.items()}, folder / "samples.pt")
         atomic_write_json(folder / "timing.json", {"sample_s": time.perf_counter() - start})

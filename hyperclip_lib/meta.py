@@ -94,15 +94,15 @@ def train(family: Family, params: dict, training: str, method_cfg: MethodConfig,
     """Adam on `params` over meta-batches of tasks drawn from `pool` (indices into train_tasks),
     `method_cfg.epochs` passes over the pool. Returns the history: loss per step and, at
     `cfg.curve_points` points, the meta-test zero-shot accuracy (for curves, not for selection)."""
+    history = {"step": [], "loss": [], "grad_norm": [], "curve_step": [], "curve_zero_shot": []}
     if training == "none":
-        return {"step": [], "loss": [], "curve_step": [], "curve_zero_shot": []}
+        return history
     generator = torch.Generator().manual_seed(seed)
     leaves = list(params.values())
     optimizer = torch.optim.Adam(leaves, lr=method_cfg.lr)
     per_epoch = math.ceil(len(pool) / cfg.meta_batch)
     total = method_cfg.epochs * per_epoch
     checks = set(torch.linspace(0, total, cfg.curve_points + 1).round().long().tolist()[1:]) if test_tasks else set()
-    history = {"step": [], "loss": [], "grad_norm": [], "curve_step": [], "curve_zero_shot": []}
     step = 0
     with tqdm(total=total, desc=desc, leave=False) as bar:
         for _ in range(method_cfg.epochs):

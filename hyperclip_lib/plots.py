@@ -50,13 +50,18 @@ def task_histograms(split: TaskSplit):
     return fig
 
 
+def moving_mean(steps, values, points: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(steps, means, window) of `values` averaged over windows of len/points steps."""
+    values = np.asarray(values)
+    k = max(1, len(values) // points)
+    return np.asarray(steps)[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), k
+
+
 def training_curve(history: dict, title: str = "world CLIP training"):
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    loss = np.asarray(history["loss"])
-    k = max(1, len(loss) // 50)
-    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-    ax.plot(history["step"], loss, alpha=0.3, color="tab:blue", label="contrastive loss")
-    ax.plot(history["step"][k - 1:], smooth, color="tab:blue", label=f"mean of {k} steps")
+    steps, smooth, k = moving_mean(history["step"], history["loss"], 50)
+    ax.plot(history["step"], history["loss"], alpha=0.3, color="tab:blue", label="contrastive loss")
+    ax.plot(steps, smooth, color="tab:blue", label=f"mean of {k} steps")
     ax.set(xlabel="step", ylabel="loss", title=title)
     ax.legend()
     fig.tight_layout()
@@ -85,9 +90,7 @@ def baseline_curves(results, floor: float | None = None):
         name = r.record["method"] + ("" if share == 1.0 else f" ({100 * share:.0f}% descriptors)")
         if not h["loss"]:
             continue
-        loss = np.asarray(h["loss"])
-        k = max(1, len(loss) // 30)
-        a.plot(np.asarray(h["step"])[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color=color, label=name)
+        a.plot(*moving_mean(h["step"], h["loss"], 30)[:2], color=color, label=name)
         b.plot(h["curve_step"], h["curve_zero_shot"], "o-", ms=3, color=color, label=name)
     a.set(xlabel="optimiser step", ylabel="outer loss (moving mean)", yscale="log", title="training loss")
     if floor is not None:
@@ -141,10 +144,7 @@ def loss_curves(history: dict, keys: list[str], title: str):
     """Moving means of the named per-step series of a training history."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for i, key in enumerate(keys):
-        values = np.asarray(history[key])
-        k = max(1, len(values) // 30)
-        ax.plot(np.asarray(history["step"])[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"),
-                color=f"C{i}", label=key)
+        ax.plot(*moving_mean(history["step"], history[key], 30)[:2], color=f"C{i}", label=key)
     ax.set(xlabel="optimiser step", ylabel="moving mean", yscale="log", title=title)
     ax.legend()
     fig.tight_layout()

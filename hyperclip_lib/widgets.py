@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from .adapter import adapter_logits
 from .generators import LatentGenerator
-from .methods import Family, masked_logits
+from .methods import AdapterFamily, task_accuracies
 from .taskdata import TaskTensors
 
 
@@ -22,29 +21,27 @@ def principal_directions(latents: torch.Tensor, k: int) -> tuple[torch.Tensor, t
     return mean, v[:k], s[:k] / max(1, len(latents) - 1) ** 0.5
 
 
-def answer_distributions(generator: LatentGenerator, family: Family, tasks: TaskTensors, task: int,
+def answer_distributions(generator: LatentGenerator, adapter: AdapterFamily, tasks: TaskTensors, task: int,
                          z: torch.Tensor) -> dict:
     """Decode z, score it on `task`'s query set: accuracy (%), predicted and true answer shares."""
     batch = tasks.fixed_batch(torch.tensor([task]))
     with torch.no_grad():
-        W = generator.decode(z[None])
-        logits = masked_logits(adapter_logits(batch.x, W, family.spec, batch.answers), batch.answer_mask)
+        logits = adapter.logits({}, generator.decode(z[None]), batch.x, batch)
     n_answers = int(batch.answer_mask[0].sum())
     query = batch.query[0].bool()
     predicted = torch.bincount(logits[0].argmax(-1)[query], minlength=n_answers)[:n_answers].float()
     true = torch.bincount(batch.labels[0][query], minlength=n_answers)[:n_answers].float()
-    hits = (logits[0].argmax(-1) == batch.labels[0])[query].float()
-    return {"accuracy": 100 * hits.mean().item(), "predicted": (predicted / predicted.sum()).tolist(),
-            "true": (true / true.sum()).tolist()}
+    return {"accuracy": task_accuracies(logits, batch.labels, batch.query)[0].item(),
+            "predicted": (predicted / predicted.sum()).tolist(), "true": (true / true.sum()).tolist()}
 
 
 class LatentTraversal:
     """Sliders along the principal directions of the training latents; shows, live, the decoded
     network's predicted-answer distribution on a chosen task's query images and its accuracy."""
 
-    def __init__(self, generator: LatentGenerator, latents: torch.Tensor, family: Family, tasks: TaskTensors,
+    def __init__(self, generator: LatentGenerator, latents: torch.Tensor, adapter: AdapterFamily, tasks: TaskTensors,
                  answers: list[list[str]], n_directions: int = 3, span: float = 3.0):
-        self.generator, self.family, self.tasks, self.answers = generator, family, tasks, answers
+        self.generator, self.adapter, self.tasks, self.answers = generator, adapter, tasks, answers
         self.mean, self.directions, self.spread = principal_directions(latents, n_directions)
         self.task = widgets.Dropdown(options=[(q, i) for i, q in enumerate(tasks.questions)], value=0,
                                      description="task", layout=widgets.Layout(width="95%"))
@@ -62,7 +59,7 @@ class LatentTraversal:
         return self.mean + (coeffs * self.spread) @ self.directions
 
     def redraw(self) -> None:
-        result = answer_distributions(self.generator, self.family, self.tasks, self.task.value, self.latent())
+        result = answer_distributions(self.generator, self.adapter, self.tasks, self.task.value, self.latent())
         self.state = {"task": self.task.value, "coefficients": [s.value for s in self.sliders], **result}
         names = self.answers[self.task.value]
         with self.output:
@@ -89,9 +86,9 @@ class GammaExplorer:
     mean accuracy, their predicted-answer distribution against the true one, and where their latents fall
     among the training latents (first two principal directions, as notebook 03)."""
 
-    def __init__(self, sampler, generator: LatentGenerator, family: Family, tasks: TaskTensors,
+    def __init__(self, sampler, generator: LatentGenerator, adapter: AdapterFamily, tasks: TaskTensors,
                  answers: list[list[str]], train_latents: torch.Tensor, n_samples: int = 4, seed: int = 0):
-        self.sampler, self.generator, self.family, self.tasks, self.answers = sampler, generator, family, tasks, answers
+        self.sampler, self.generator, self.adapter, self.tasks, self.answers = sampler, generator, adapter, tasks, answers
         self.n_samples, self.seed = n_samples, seed
         self.mean, self.directions, _ = principal_directions(train_latents, 2)
         self.background = ((train_latents - self.mean) @ self.directions.T).numpy()
@@ -109,7 +106,7 @@ class GammaExplorer:
         task, gamma = self.task.value, float(self.gamma.value)
         cond = self.tasks.text[[task] * self.n_samples]
         z = self.sampler(cond, torch.full((self.n_samples,), gamma), torch.Generator().manual_seed(self.seed))
-        results = [answer_distributions(self.generator, self.family, self.tasks, task, zi) for zi in z]
+        results = [answer_distributions(self.generator, self.adapter, self.tasks, task, zi) for zi in z]
         predicted = np.mean([r["predicted"] for r in results], axis=0)
         self.state = {"task": task, "gamma": gamma, "accuracy": float(np.mean([r["accuracy"] for r in results])),
                       "accuracies": [r["accuracy"] for r in results], "predicted": predicted.tolist(),
