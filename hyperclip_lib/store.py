@@ -3,10 +3,13 @@
 A stage is built into a temporary folder beside its final place and renamed into place only
 when complete, with a manifest holding the config and a SHA-256 of every file. On reuse the
 manifest is checked; a missing, corrupted or mismatched artifact is rebuilt with a warning,
-never silently used.
+never silently used. Building holds an exclusive file lock per artifact, so processes running
+seeds in parallel build a shared stage once and the others wait for it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -92,13 +95,29 @@ class ArtifactStore:
         after it returns, so an interrupted build leaves nothing that looks finished.
         """
         path = self.path(stage, config)
+        if path.exists() and self.verify(path, config) is None:
+            return path
+        with self._lock(path):   # another process may have built it while we waited
+            return self._build(stage, config, build, path)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _lock(path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _build(self, stage: str, config: Any, build: Callable[[Path], None], path: Path) -> Path:
         if path.exists():
             problem = self.verify(path, config)
             if problem is None:
                 return path
-            warnings.warn(f"artifact {stage}: {problem}; rebuilding it", stacklevel=2)
+            warnings.warn(f"artifact {stage}: {problem}; rebuilding it", stacklevel=3)
             shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.building."))
         try:
             build(tmp)

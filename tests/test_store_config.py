@@ -1,5 +1,9 @@
 """The artifact store (atomic, cached, self-checking) and the config system."""
+import concurrent.futures
 import json
+import multiprocessing
+import time
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +38,24 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         store.ensure("stage", {"a": 1}, broken)
-    assert list((tmp_path / "stage").iterdir()) == []
+    assert [p.name for p in (tmp_path / "stage").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def _slow_build_in_process(root, log):
+    def build(folder):
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(1.0)
+        (folder / "out.txt").write_text("shared")
+    return str(ArtifactStore(root).ensure("stage", {"shared": True}, build))
+
+
+def test_processes_racing_for_one_artifact_build_it_once(tmp_path):
+    log = tmp_path / "builds.log"
+    with concurrent.futures.ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        paths = list(pool.map(_slow_build_in_process, [tmp_path / "store"] * 3, [log] * 3))
+    assert len(set(paths)) == 1 and (Path(paths[0]) / "out.txt").read_text() == "shared"
+    assert log.read_text() == "built\n"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "manifest", "foreign_config"])
