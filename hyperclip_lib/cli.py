@@ -3,22 +3,21 @@
     hyperclip build-metavqa --vqa-root ROOT --out OUT [--check-images]
     hyperclip build-world --out DIR [--profile quick] [--set world.n_images=500]
     hyperclip prepare [--profile quick] [--set key=value ...]
-    hyperclip run-notebooks [--profile quick] [--out runs/quick] [--set key=value ...]
+    hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
+                            [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from .config import PROFILES, get_config, parse_overrides
 from .metavqa import MetaVQAError
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", choices=PROFILES)
@@ -68,19 +67,35 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _numbers(text: str | None, kind, name: str):
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} expects comma-separated numbers, e.g. 0,1,2; got {text!r}") from None
+
+
 def cmd_run_notebooks(args) -> int:
-    import papermill
+    """Every notebook into a run folder, resuming a finished job's work; a summary at the end."""
+    from .batch import execute, plan_run, write_summary
     out = Path(args.out or f"runs/{args.profile}")
-    out.mkdir(parents=True, exist_ok=True)
-    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    params = {"profile": args.profile, "overrides": parse_overrides(args.overrides)}
-    for nb in notebooks:
-        t = time.perf_counter()
-        print(f"running {nb.name} ({args.profile}) -> {out / nb.name}", flush=True)
-        papermill.execute_notebook(str(nb), str(out / nb.name), parameters=params, cwd=str(NOTEBOOKS),
-                                   progress_bar=True)
-        print(f"  done in {time.perf_counter() - t:.0f} s", flush=True)
-    print(f"executed {len(notebooks)} notebooks into {out}; figures in {NOTEBOOKS.parent / 'figures'}")
+    run = plan_run(args.profile, out, seeds=_numbers(args.seeds, int, "--seeds"),
+                   fractions=_numbers(args.fractions, float, "--fractions"),
+                   fig5b_fractions=_numbers(args.fig5b_fractions, float, "--fig5b-fractions"),
+                   overrides=parse_overrides(args.overrides), split_seeds=args.jobs > 1)
+    run.command = "hyperclip " + shlex.join(args.argv)
+    print(f"run folder {out.resolve()}: {len(run.jobs)} notebooks, profile {args.profile}, "
+          f"{args.jobs} at a time", flush=True)
+    start = time.perf_counter()
+    status = execute(run, jobs=args.jobs, force=args.force)
+    summary = write_summary(run, status, time.perf_counter() - start)
+    print("\n" + summary.read_text())
+    failed = [name for name, s in status.items() if s in ("failed", "not run")]
+    if failed:
+        print(f"hyperclip run-notebooks: {len(failed)} notebook(s) failed or were not run: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -105,16 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_args(p)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("run-notebooks", help="execute every notebook with papermill")
+    p = sub.add_parser("run-notebooks", help="execute every notebook with papermill into a run folder (resumable)")
     _add_config_args(p)
-    p.add_argument("--out", default=None, help="folder for executed notebooks (default runs/PROFILE)")
+    p.add_argument("--out", default=None, help="run folder: notebooks/, records/, figures/, logs/, summary.md "
+                   "(default runs/PROFILE)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0 for ci, 0,1,2 otherwise)")
+    p.add_argument("--fractions", default=None, help="descriptor shares for Table 1 (default 1.0 for ci, 1.0,0.5)")
+    p.add_argument("--fig5b-fractions", default=None, help="extra shares for Fig. 5B's Cond. Multitask and "
+                   "HVAE + HyperLDM (default none for ci, 0.1); '' for none")
+    p.add_argument("--jobs", type=int, default=1, help="notebooks run at once, one process per seed (default 1)")
+    p.add_argument("--force", action="store_true", help="re-execute finished notebooks (cached stages still reused)")
     p.set_defaults(func=cmd_run_notebooks)
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return args.func(args)
-    except (MetaVQAError, KeyError, ValueError) as e:
+    except (MetaVQAError, KeyError, ValueError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"hyperclip {args.command}: error: {message}", file=sys.stderr)
         return 2

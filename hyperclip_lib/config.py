@@ -157,6 +157,8 @@ class LDMConfig:
     ddim_steps: int = 35
     samples_per_task: int = 3         # sampled networks per meta-test task, their accuracies averaged
     gammas: str = "0,0.5,1,1.5,2,3,4"  # the guidance scales scored (Fig. 5A)
+    partial_gammas: str = "1,1.5"     # those scored when only part of the descriptors is known (Table 1's
+                                      # 50% column, Fig. 5B): the sweep is the costly part of sampling
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
                 "generator.hvae_hidden2": 16, "generator.hvae_latent": 4, "generator.hvae_epochs": 2,
                 "hyperclip.hidden": 16, "hyperclip.epochs": 2, "hyperclip.guidance_steps": 3,
                 "ldm.width1": 32, "ldm.width2": 64, "ldm.width3": 32, "ldm.steps": 20, "ldm.batch": 64,
-                "ldm.train_steps": 50, "ldm.samples_per_task": 1, "ldm.gammas": "0,1,1.5"}
+                "ldm.train_steps": 50, "ldm.samples_per_task": 1, "ldm.gammas": "0,1,1.5", "ldm.partial_gammas": "1.5"}
     if profile == "paper":
         return {"encoder.model": "ViT-L-14-336", "encoder.pretrained": "openai", "calibration.hidden": 256,
                 "base.hidden": 256, "base.hnet_hidden": 256, "base.samples_per_task": None,

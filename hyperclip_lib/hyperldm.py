@@ -163,11 +163,11 @@ def sample(ldm: TrainedLDM, cond: torch.Tensor, gamma: torch.Tensor, scheduler, 
 LDM_METHODS = {"HNet": "HNet + HyperLDM", "HVAE": "HVAE + HyperLDM"}
 
 
-def parse_gammas(text: str) -> list[float]:
+def parse_gammas(text: str, field: str = "ldm.gammas") -> list[float]:
     try:
         return [float(g) for g in str(text).split(",") if g.strip()]
     except ValueError:
-        raise ValueError(f"ldm.gammas is {text!r}; expected comma-separated numbers like '0,1,1.5'") from None
+        raise ValueError(f"{field} is {text!r}; expected comma-separated numbers like '0,1,1.5'") from None
 
 
 def generator_latents(cfg, name: str, data, features, store=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,7 +232,8 @@ def ldm_key(cfg, name: str, data) -> dict:
 
 def run_hyperldm(cfg, name: str, data, features, store=None) -> LDMResult:
     """Train HyperLDM on `name`'s latents (a cached stage; only described tasks carry their condition),
-    then sample `samples_per_task` networks per meta-test task for every γ of `ldm.gammas` in one batch,
+    then sample `samples_per_task` networks per meta-test task for every γ of `ldm.gammas` (of
+    `ldm.partial_gammas` when only part of the descriptors is known) in one batch,
     decode and score them zero-shot (cached too, keyed by the sampling settings)."""
     import json
     import time
@@ -244,7 +245,8 @@ def run_hyperldm(cfg, name: str, data, features, store=None) -> LDMResult:
     from .taskdata import TaskTensors, described_tasks
     store = store or ArtifactStore()
     L, device = cfg.ldm, cfg.base.device
-    gammas = parse_gammas(L.gammas)
+    gammas = (parse_gammas(L.gammas) if cfg.base.descriptor_fraction == 1.0
+              else parse_gammas(L.partial_gammas, "ldm.partial_gammas"))
     generator = load_generator(cfg, name, data, features, store)
     latents, task = generator_latents(cfg, name, data, features, store)
     train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)

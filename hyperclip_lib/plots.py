@@ -1,6 +1,7 @@
 """Figures for the notebooks; each returns its matplotlib Figure, `save_figure` writes PNG and SVG."""
 from __future__ import annotations
 
+import io
 import itertools
 from pathlib import Path
 
@@ -9,14 +10,19 @@ import numpy as np
 from PIL import Image
 
 from .metavqa import Task, TaskSplit, find_image
+from .store import atomic_write_bytes
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
 
-def save_figure(fig, name: str, folder: Path = FIGURES) -> Path:
+def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
+    """Write `name`.png and .svg into `folder` (None: figures/ at the repository root)."""
+    folder = Path(folder) if folder is not None else FIGURES
     folder.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "svg"):
-        fig.savefig(folder / f"{name}.{ext}", bbox_inches="tight", dpi=120)
+    for ext in ("png", "svg"):   # via a temporary file: notebooks running in parallel may write one name
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, bbox_inches="tight", dpi=120)
+        atomic_write_bytes(folder / f"{name}.{ext}", buffer.getvalue())
     return folder / f"{name}.png"
 
 
@@ -193,5 +199,64 @@ def gamma_sweep(records: list[dict]):
     ax.set(xlabel="guidance scale γ (0: unconditional, 1: conditional, >1: classifier-free guidance)",
            ylabel="zero-shot accuracy (%)", title="classifier-free guidance sweep (Fig. 5A)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _paper_gap(acc: float) -> float:
+    from .analysis import PAPER_CEILING, PAPER_FLOOR, gap_closed
+    return gap_closed(acc, PAPER_FLOOR, PAPER_CEILING)
+
+
+def gamma_sweep_vs_paper(sweep, floor: float, ceiling: float):
+    """Fig. 5A on one scale with the paper: the share of the floor-to-ceiling gap closed against γ (ours:
+    mean ± s.d. over seeds; the paper's Table 1 points at γ = 1 and 1.5, hollow)."""
+    from .analysis import gap_closed
+    from .baselines import PAPER_ZERO_SHOT
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, (gen, part) in enumerate(sweep.groupby("generator")):
+        ax.errorbar(part["γ"], gap_closed(part["mean"], floor, ceiling),
+                    yerr=100 * part["std"].fillna(0) / (ceiling - floor), marker="o", capsize=3, color=f"C{i}",
+                    label=f"{gen} + HyperLDM (ours)")
+        paper = [(g, PAPER_ZERO_SHOT.get(f"{gen} + HyperLDM γ={g:g}", {}).get("100%")) for g in (1.0, 1.5)]
+        paper = [(g, _paper_gap(a)) for g, a in paper if a is not None]
+        if paper:
+            ax.plot(*zip(*paper), ls="--", marker="o", mfc="none", color=f"C{i}", label=f"{gen} + HyperLDM (paper)")
+    ax.axhline(0, color="0.4", lw=1)
+    ax.axvline(1.0, color="0.7", lw=1, ls=":")
+    ax.set(xlabel="guidance scale γ (0 unconditional, 1 conditional, > 1 classifier-free guidance)",
+           ylabel="floor-to-ceiling gap closed (%)",
+           title=f"Fig. 5A: γ sweep (ours: floor {floor:.1f}%, ceiling {ceiling:.1f}%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def descriptor_shares(table, floor: float, ceiling: float):
+    """Fig. 5B: zero-shot accuracy against the share of training tasks with a descriptor, ours (left,
+    accuracy with floor and ceiling marked) and on the paper's scale (right, gap closed; the paper's
+    100%/50% numbers from Table 1 hollow)."""
+    from .analysis import gap_closed
+    from .baselines import PAPER_ZERO_SHOT
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, (method, part) in enumerate(table.groupby("method", sort=False)):
+        x, err = 100 * part["share"], part["std"].fillna(0)
+        left.errorbar(x, part["mean"], yerr=err, marker="o", capsize=3, color=f"C{i}", label=method)
+        right.errorbar(x, gap_closed(part["mean"], floor, ceiling), yerr=100 * err / (ceiling - floor),
+                       marker="o", capsize=3, color=f"C{i}", label=f"{method} (ours)")
+        paper = [(s, _paper_gap(PAPER_ZERO_SHOT[method][f"{s}%"])) for s in (100, 50)
+                 if f"{s}%" in PAPER_ZERO_SHOT.get(method, {})]
+        if paper:
+            right.plot(*zip(*paper), ls="--", marker="o", mfc="none", color=f"C{i}", label=f"{method} (paper)")
+    left.axhline(floor, color="0.4", lw=1, ls="--", label="floor: CLIP as base model")
+    left.axhline(ceiling, color="0.4", lw=1, ls=":", label="ceiling: best few-shot")
+    left.set(xlabel="training tasks with a descriptor (%)", ylabel="zero-shot accuracy (%)",
+             title="Fig. 5B: fewer descriptors (ours)")
+    right.axhline(0, color="0.4", lw=1)
+    right.set(xlabel="training tasks with a descriptor (%)", ylabel="floor-to-ceiling gap closed (%)",
+              title="ours beside the paper")
+    for ax in (left, right):
+        ax.set_xticks([10, 50, 100])
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -1,0 +1,207 @@
+"""Batch reproduction: every notebook, executed with papermill, into one run folder.
+
+    run = plan_run("quick", out="runs/quick", seeds=[0, 1, 2], fractions=[1.0, 0.5], fig5b_fractions=[0.1])
+    execute(run, jobs=1)
+
+The run folder holds the executed notebooks (`notebooks/`), the result records they write
+(`records/`), their figures (`figures/`), one log per job (`logs/`), `progress.json` and
+`summary.md`. A job is skipped when `progress.json` says it finished with the same notebook
+source and parameters and nothing before it ran again, so an interrupted run resumes where it
+stopped; inside a notebook the artifact cache skips every stage already built. With `jobs > 1` the per-seed notebooks run as
+separate processes, wave by wave (dataset; baselines and generators; HyperCLIP and HyperLDM;
+analysis), sharing the cache through its per-artifact locks.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store import atomic_write_bytes, atomic_write_json
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+FIG5B_METHODS = {"02_baselines.ipynb": {"methods": ["CLIP as base model", "Cond. Multitask"]},   # CLIP: the floor
+                 "05_hyperldm.ipynb": {"generators": ["HVAE"]}}
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str          # file stem of the executed notebook, e.g. "02_baselines" or "05_hyperldm-seed1"
+    notebook: str      # source notebook in notebooks/
+    wave: int          # jobs of one wave may run at once; a wave starts when the previous one is done
+    parameters: dict
+
+    def fingerprint(self) -> str:
+        source = (NOTEBOOKS / self.notebook).read_bytes()
+        return hashlib.sha256(source + json.dumps(self.parameters, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Run:
+    profile: str
+    out: Path
+    jobs: list[Job]
+    command: str = ""
+    finished: dict = field(default_factory=dict)   # job name -> {"fingerprint", "seconds", "at"}
+
+
+def default_seeds(profile: str) -> list[int]:
+    return [0] if profile == "ci" else [0, 1, 2]
+
+
+def default_fractions(profile: str) -> tuple[list[float], list[float]]:
+    """(Table 1's descriptor shares, Fig. 5B's extra shares); ci keeps to 100% to stay fast."""
+    return ([1.0], []) if profile == "ci" else ([1.0, 0.5], [0.1])
+
+
+def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None, overrides=None,
+             split_seeds: bool = False) -> Run:
+    """The jobs for a run: notebooks 01-06; 02/04/05 over `seeds` x `fractions`, plus Fig. 5B's extra
+    shares for its two methods (Cond. Multitask, HVAE + HyperLDM); one job per seed if `split_seeds`."""
+    out = Path(out)
+    seeds = list(seeds) if seeds is not None else default_seeds(profile)
+    table_fractions, extra_fractions = default_fractions(profile)
+    fractions = list(fractions) if fractions is not None else table_fractions
+    fig5b_fractions = list(fig5b_fractions) if fig5b_fractions is not None else extra_fractions
+    if not seeds:
+        raise ValueError("--seeds: expected at least one seed")
+    for f in fractions + fig5b_fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"--fractions/--fig5b-fractions: descriptor shares must lie in (0, 1], got {f}")
+    if not fractions:
+        raise ValueError("--fractions: expected at least one descriptor share, e.g. 1.0")
+    common = {"profile": profile, "overrides": dict(overrides or {}),
+              "results_dir": str((out / "records").resolve()), "figures_dir": str((out / "figures").resolve())}
+    jobs = [Job("01_dataset", "01_dataset.ipynb", 0, dict(common))]
+
+    def per_seed(stem: str, wave: int, extra: dict, suffix: str = "") -> list[Job]:
+        groups = [[s] for s in seeds] if split_seeds else [seeds]
+        return [Job(stem + suffix + (f"-seed{g[0]}" if split_seeds else ""), stem + ".ipynb", wave,
+                    {**common, **extra, "seeds": g}) for g in groups]
+
+    jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fractions})
+    if fig5b_fractions:
+        jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fig5b_fractions,
+                                             **FIG5B_METHODS["02_baselines.ipynb"]}, "-fig5b")
+    jobs.append(Job("03_generators", "03_generators.ipynb", 1, dict(common)))
+    jobs += per_seed("04_hyperclip", 2, {"descriptor_fractions": fractions})
+    jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fractions})
+    if fig5b_fractions:
+        jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fig5b_fractions,
+                                            **FIG5B_METHODS["05_hyperldm.ipynb"]}, "-fig5b")
+    jobs.append(Job("06_analysis", "06_analysis.ipynb", 3, dict(common)))
+    missing = sorted({j.notebook for j in jobs if not (NOTEBOOKS / j.notebook).exists()})
+    if missing:
+        raise FileNotFoundError(f"notebooks missing from {NOTEBOOKS}: {', '.join(missing)}")
+    run = Run(profile, out, jobs)
+    progress = out / "progress.json"
+    if progress.exists():
+        try:
+            run.finished = json.loads(progress.read_text())["finished"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{progress} is not a progress file written by this command ({e}); "
+                             "delete it to start the run afresh") from e
+    return run
+
+
+def is_done(run: Run, job: Job) -> bool:
+    entry = run.finished.get(job.name)
+    return bool(entry) and entry["fingerprint"] == job.fingerprint() and (
+        run.out / "notebooks" / f"{job.name}.ipynb").exists()
+
+
+def _run_job(run: Run, job: Job, threads: int, show_progress: bool) -> tuple[Job, float, int]:
+    """Execute one notebook in its own papermill process (its own kernel), logging to logs/NAME.log."""
+    target = run.out / "notebooks" / f"{job.name}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log = run.out / "logs" / f"{job.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if not show_progress:
+        env["TQDM_DISABLE"] = "1"
+    partial = target.with_name(f".{target.name}.running")
+    cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / job.notebook), str(partial),
+           "-y", json.dumps(job.parameters), "--cwd", str(NOTEBOOKS), "-k", "python3",
+           "--progress-bar" if show_progress else "--no-progress-bar"]
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        rc = subprocess.run(cmd, env=env, stdout=None if show_progress else handle,
+                            stderr=subprocess.STDOUT if not show_progress else None).returncode
+    if rc == 0:
+        partial.replace(target)
+    elif partial.exists():   # keep the failed notebook where the user will look for it, marked as failed
+        partial.replace(target.with_name(f"{job.name}.FAILED.ipynb"))
+    return job, time.perf_counter() - start, rc
+
+
+def _save_progress(run: Run) -> None:
+    atomic_write_json(run.out / "progress.json", {"profile": run.profile, "finished": run.finished}, indent=1)
+
+
+def execute(run: Run, jobs: int = 1, force: bool = False, log=print) -> dict[str, str]:
+    """Run every job not already done; returns job name -> "done" | "cached" | "failed" | "not run"."""
+    status = {}
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    upstream_ran = False   # later notebooks read what earlier ones wrote: once one runs, the rest run too
+    for wave in sorted({j.wave for j in run.jobs}):
+        todo = []
+        for job in (j for j in run.jobs if j.wave == wave):
+            if not force and not upstream_ran and is_done(run, job):
+                status[job.name] = "cached"
+                log(f"[skip] {job.name}: finished earlier with the same notebook and parameters")
+            else:
+                todo.append(job)
+        upstream_ran = upstream_ran or bool(todo)
+        if any(s == "failed" for s in status.values()):
+            status.update({j.name: "not run" for j in todo})
+            continue
+        for job in todo:
+            log(f"[start] {job.name} ({', '.join(f'{k}={v}' for k, v in job.parameters.items() if k in ('seeds', 'descriptor_fractions', 'methods', 'generators'))})")
+        with ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool:
+            for job, seconds, rc in pool.map(lambda j: _run_job(run, j, threads, jobs == 1), todo):
+                if rc == 0:
+                    status[job.name] = "done"
+                    run.finished[job.name] = {"fingerprint": job.fingerprint(), "seconds": round(seconds, 1),
+                                              "at": datetime.datetime.now().isoformat(timespec="seconds")}
+                    _save_progress(run)
+                    log(f"[done] {job.name} in {seconds / 60:.1f} min")
+                else:
+                    status[job.name] = "failed"
+                    log(f"[FAILED] {job.name} after {seconds / 60:.1f} min: see {run.out / 'logs' / (job.name + '.log')} "
+                        f"and {run.out / 'notebooks' / (job.name + '.FAILED.ipynb')}")
+    return status
+
+
+def markdown_table(df) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_summary(run: Run, status: dict[str, str], wall_s: float) -> Path:
+    """summary.md: the command, each job's status and time, and Tables 1 and 4 from the run's records."""
+    from .analysis import results_tables
+    lines = [f"# Run `{run.out}` ({run.profile} profile)", "", f"Command: `{run.command}`", "",
+             f"Finished {datetime.datetime.now().isoformat(timespec='seconds')}; this invocation took "
+             f"{wall_s / 60:.1f} min.", "", "| notebook | status | minutes |", "|---|---|---|"]
+    for job in run.jobs:
+        seconds = run.finished.get(job.name, {}).get("seconds")
+        lines.append(f"| {job.name} | {status.get(job.name, '?')} | "
+                     f"{'' if seconds is None else f'{seconds / 60:.1f}'} |")
+    total = sum(run.finished.get(j.name, {}).get("seconds", 0) for j in run.jobs)
+    lines += ["", f"Sum of notebook times (each as first executed): {total / 60:.1f} min.", ""]
+    records = run.out / "records"
+    if records.exists() and any(records.glob("*.json")):
+        for title, table in results_tables(records).items():
+            lines += [f"## {title}", "", markdown_table(table), ""]
+    path = run.out / "summary.md"
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path
