@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Set up (as needed) and run the tests, then every notebook under nbval in the ci profile.
+# Set up (as needed) and run the tests, every notebook under nbval in the ci profile, then the widgets in a
+# real browser (scripts/browser_check.sh; HYPERCLIP_SKIP_BROWSER=1 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
 # No progress bars under nbval: a flood of iopub messages can outlast nbval's fixed 5-s wait for a
 # cell's last outputs on a busy machine.
 export HYPERCLIP_PROFILE=ci MPLBACKEND=Agg TQDM_DISABLE=1
-exec .venv/bin/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider "$@"
+.venv/bin/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider "$@"
+if [ "${HYPERCLIP_SKIP_BROWSER:-0}" != 1 ]; then
+  scripts/browser_check.sh
+fi

@@ -48,6 +48,7 @@ class LatentTraversal:
         self.sliders = [widgets.FloatSlider(value=0.0, min=-span, max=span, step=0.25,
                                             description=f"PC{k + 1} (s.d.)", continuous_update=False)
                         for k in range(len(self.directions))]
+        self.readout = widgets.HTML()   # the accuracy as text, for readers and for the browser check
         self.output = widgets.Output()
         self.state: dict = {}
         for control in [self.task, *self.sliders]:
@@ -61,6 +62,8 @@ class LatentTraversal:
     def redraw(self) -> None:
         result = answer_distributions(self.generator, self.adapter, self.tasks, self.task.value, self.latent())
         self.state = {"task": self.task.value, "coefficients": [s.value for s in self.sliders], **result}
+        position = ", ".join(f"PC{k + 1} {v:+g}" for k, v in enumerate(self.state["coefficients"]))
+        self.readout.value = f"<b>decoded network at {position} s.d.: accuracy {result['accuracy']:.1f}%</b>"
         names = self.answers[self.task.value]
         with self.output:
             self.output.clear_output(wait=True)
@@ -70,7 +73,7 @@ class LatentTraversal:
             ax.bar(x + 0.2, result["predicted"], 0.4, color="tab:blue", label="decoded network's answers")
             ax.set_xticks(x, names, rotation=30, ha="right")
             ax.set(ylabel="share of query images", ylim=(0, 1),
-                   title=f"{self.tasks.questions[self.task.value]}   accuracy {result['accuracy']:.1f}%")
+                   title=f"{self.tasks.questions[self.task.value]}\n{position} s.d.: accuracy {result['accuracy']:.1f}%")
             ax.legend(fontsize=8)
             fig.tight_layout()
             plt.show()
@@ -78,7 +81,7 @@ class LatentTraversal:
             plt.close(fig)
 
     def show(self) -> None:
-        display(widgets.VBox([self.task, *self.sliders, self.output]))
+        display(widgets.VBox([self.task, *self.sliders, self.readout, self.output]))
 
 
 class GammaExplorer:
@@ -96,6 +99,7 @@ class GammaExplorer:
                                      description="task", layout=widgets.Layout(width="95%"))
         self.gamma = widgets.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="γ",
                                          continuous_update=False)
+        self.readout = widgets.HTML()
         self.output = widgets.Output()
         self.state: dict = {}
         for control in (self.task, self.gamma):
@@ -111,6 +115,8 @@ class GammaExplorer:
         self.state = {"task": task, "gamma": gamma, "accuracy": float(np.mean([r["accuracy"] for r in results])),
                       "accuracies": [r["accuracy"] for r in results], "predicted": predicted.tolist(),
                       "true": results[0]["true"]}
+        self.readout.value = (f"<b>γ = {gamma:g}: accuracy {self.state['accuracy']:.1f}% "
+                              f"(mean of {self.n_samples} sampled networks)</b>")
         names = self.answers[task]
         with self.output:
             self.output.clear_output(wait=True)
@@ -134,4 +140,4 @@ class GammaExplorer:
             plt.close(fig)
 
     def show(self) -> None:
-        display(widgets.VBox([self.task, self.gamma, self.output]))
+        display(widgets.VBox([self.task, self.gamma, self.readout, self.output]))

@@ -120,6 +120,7 @@ def test_traversal_sliders_redraw_with_the_values_they_were_given():
     assert start["coefficients"] == [0.0, 0.0] and abs(sum(start["predicted"]) - 1) < 1e-6
     view.sliders[0].value = 2.5
     assert view.state["coefficients"] == [2.5, 0.0]
+    assert "PC1 +2.5" in view.readout.value and f"accuracy {view.state['accuracy']:.1f}%" in view.readout.value
     mean, dirs, spread = principal_directions(latents, 2)
     torch.testing.assert_close(view.latent(), mean + 2.5 * spread[0] * dirs[0])
     assert view.state["predicted"] != start["predicted"] or view.state["accuracy"] != start["accuracy"]

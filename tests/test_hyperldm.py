@@ -129,3 +129,4 @@ def test_gamma_slider_redraws_for_the_gamma_it_was_given():
     assert view.state["gamma"] == 3.5 and torch.equal(calls[-1], torch.full((3,), 3.5))
     assert view.state["predicted"] != first["predicted"] or view.state["accuracy"] != first["accuracy"]
     assert "γ = 3.5" in view.figure.axes[0].get_title()
+    assert f"γ = 3.5: accuracy {view.state['accuracy']:.1f}%" in view.readout.value

@@ -1,0 +1,93 @@
+"""Batch reproduction: the run plan, resuming, and the same numbers from two independent runs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperclip_lib.batch import Job, Run, execute, is_done, plan_run
+
+REPO = Path(__file__).resolve().parent.parent
+TIMING_FIELDS = {"train_s", "wall_s", "sample_s", "guidance_s"}
+
+
+def test_the_plan_covers_every_notebook_seed_and_share(tmp_path):
+    run = plan_run("quick", tmp_path, seeds=[0, 1, 2], fractions=[1.0, 0.5], fig5b_fractions=[0.1])
+    names = [j.name for j in run.jobs]
+    assert names == ["01_dataset", "02_baselines", "02_baselines-fig5b", "03_generators", "04_hyperclip",
+                     "05_hyperldm", "05_hyperldm-fig5b", "06_analysis"]
+    jobs = {j.name: j for j in run.jobs}
+    assert jobs["02_baselines"].parameters["seeds"] == [0, 1, 2]
+    assert jobs["05_hyperldm"].parameters["descriptor_fractions"] == [1.0, 0.5]
+    assert jobs["05_hyperldm-fig5b"].parameters["generators"] == ["HVAE"]
+    assert jobs["02_baselines-fig5b"].parameters["methods"] == ["CLIP as base model", "Cond. Multitask"]
+    assert all(j.parameters["results_dir"] == str((tmp_path / "records").resolve()) for j in run.jobs)
+    assert [j.wave for j in run.jobs] == sorted(j.wave for j in run.jobs) and run.jobs[-1].wave > run.jobs[-2].wave
+
+    split = plan_run("quick", tmp_path, seeds=[0, 1], fractions=[1.0], fig5b_fractions=[], split_seeds=True)
+    assert [j.name for j in split.jobs if j.notebook == "04_hyperclip.ipynb"] == ["04_hyperclip-seed0", "04_hyperclip-seed1"]
+    assert [j.parameters["seeds"] for j in split.jobs if j.notebook == "05_hyperldm.ipynb"] == [[0], [1]]
+    assert plan_run("ci", tmp_path).jobs[1].parameters["seeds"] == [0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seeds": []}, "--seeds"),
+    ({"fractions": [1.5]}, r"\(0, 1\]"),
+    ({"fig5b_fractions": [0.0]}, r"\(0, 1\]"),
+    ({"fractions": []}, "--fractions"),
+])
+def test_bad_run_settings_are_named(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plan_run("quick", tmp_path, **kwargs)
+
+
+def test_a_corrupt_progress_file_is_named(tmp_path):
+    (tmp_path / "progress.json").write_text("{not json")
+    with pytest.raises(ValueError, match="progress.json"):
+        plan_run("ci", tmp_path)
+
+
+def test_resume_skips_finished_jobs_until_something_before_them_reruns(tmp_path):
+    run = plan_run("ci", tmp_path)
+    done = {j.name: {"fingerprint": j.fingerprint(), "seconds": 1.0, "at": "earlier"} for j in run.jobs}
+    (tmp_path / "notebooks").mkdir()
+    for j in run.jobs:
+        (tmp_path / "notebooks" / f"{j.name}.ipynb").write_text("{}")
+    run.finished = dict(done)
+    assert all(is_done(run, j) for j in run.jobs)
+    assert execute(run, log=lambda *_: None) == {j.name: "cached" for j in run.jobs}
+
+    changed = Job("03_generators", "03_generators.ipynb", 1, {**run.jobs[3].parameters, "seed": 7})
+    assert not is_done(run, changed)   # new parameters: not the notebook that finished
+    (tmp_path / "notebooks" / "06_analysis.ipynb").unlink()
+    assert not is_done(run, run.jobs[-1])   # its executed notebook is gone
+
+
+def _batch(out: Path, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYPERCLIP_HOME": str(home), "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci",
+                           "--out", str(out)], env=env, capture_output=True, text=True, cwd=REPO)
+
+
+def _numbers(records: Path) -> dict:
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMING_FIELDS}
+            for p in sorted(records.glob("*.json"))}
+
+
+def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tmp_path):
+    first, second = _batch(tmp_path / "a", tmp_path / "home_a"), _batch(tmp_path / "b", tmp_path / "home_b")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    a, b = _numbers(tmp_path / "a" / "records"), _numbers(tmp_path / "b" / "records")
+    assert len(a) >= 14 and a.keys() == b.keys()
+    assert a == b   # every accuracy, per task too, and the config hashes
+    record = next(iter(a.values()))
+    assert len(record["config_hash"]) == 16 and {"python", "torch", "numpy"} <= record["versions"].keys()
+    summary = (tmp_path / "a" / "summary.md").read_text()
+    assert "Table 1 (ci)" in summary and "| 06_analysis | done |" in summary
+    assert (tmp_path / "a" / "figures" / "06_fig5a_gamma_ci.png").stat().st_size > 0
+
+    again = _batch(tmp_path / "a", tmp_path / "home_a")
+    assert again.returncode == 0 and again.stdout.count("[skip]") == 6 and "[start]" not in again.stdout
