@@ -145,12 +145,18 @@ def paper_claims(records: list[dict]) -> pd.DataFrame:
             claim(f"HyperCLIP guidance improves on the unguided {gen}", paper, vs(g, u), verdict(g, u))
     lowest = min((r["descriptor_fraction"] for r in records if r["method"] in FIG5B_METHODS), default=1.0)
     if lowest < 1.0:
-        drops = {m: _mean(_values(records, m, 1.0)) - _mean(_values(records, m, lowest)) for m in FIG5B_METHODS}
-        d_cond, d_ldm = drops["Cond. Multitask"], drops["HVAE + HyperLDM γ=1.5"]
-        holds = "n/a" if d_cond != d_cond or d_ldm != d_ldm else ("yes" if d_cond > d_ldm + 1 and d_ldm < 1 else "no")
-        claim(f"with {100 * lowest:.0f}% of descriptors Cond. Multitask loses much more than HVAE + HyperLDM "
-              "γ=1.5, which is almost unaffected (< 1 point; Fig. 5B)", "at 50%: −2.44 vs −0.26",
-              f"−{d_cond:.2f} vs −{d_ldm:.2f}", holds)
+        cond = {share: _values(records, "Cond. Multitask", share) for share in (1.0, lowest)}
+        ldm = {share: _values(records, "HVAE + HyperLDM γ=1.5", share) for share in (1.0, lowest)}
+        drop_cond, drop_ldm = (_mean(v[1.0]) - _mean(v[lowest]) for v in (cond, ldm))
+        known = drop_cond == drop_cond and drop_ldm == drop_ldm   # NaN when a share was not run
+        share = f"{100 * lowest:.0f}%"
+        claim(f"with {share} of descriptors Cond. Multitask loses more than HVAE + HyperLDM γ=1.5 (Fig. 5B)",
+              "at 50%: −2.44 vs −0.26", f"−{drop_cond:.2f} vs −{drop_ldm:.2f}",
+              ("yes" if drop_cond > drop_ldm else "no") if known else "n/a")
+        claim(f"HVAE + HyperLDM γ=1.5 is almost unaffected by keeping {share} of descriptors (< 1 point)",
+              "at 50%: −0.26", f"−{drop_ldm:.2f}", ("yes" if drop_ldm < 1 else "no") if known else "n/a")
+        claim(f"with {share} of descriptors HVAE + HyperLDM γ=1.5 beats Cond. Multitask (Fig. 5B)",
+              "at 50%: 54.84 vs 51.68", vs(ldm[lowest], cond[lowest]), verdict(ldm[lowest], cond[lowest]))
     few = summary_table([r for r in records if r["descriptor_fraction"] == 1.0], "few_shot").set_index("method")["mean"]
     if len(few):
         claim("a MAML-trained method is best few-shot (Table 4)", "Uncond. MNet-MAML 60.24",

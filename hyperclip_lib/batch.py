@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,7 +165,9 @@ def execute(run: Run, jobs: int = 1, force: bool = False, log=print) -> dict[str
         for job in todo:
             log(f"[start] {job.name} ({', '.join(f'{k}={v}' for k, v in job.parameters.items() if k in ('seeds', 'descriptor_fractions', 'methods', 'generators'))})")
         with ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool:
-            for job, seconds, rc in pool.map(lambda j: _run_job(run, j, threads, jobs == 1), todo):
+            running = [pool.submit(_run_job, run, j, threads, jobs == 1) for j in todo]
+            for future in as_completed(running):
+                job, seconds, rc = future.result()
                 if rc == 0:
                     status[job.name] = "done"
                     run.finished[job.name] = {"fingerprint": job.fingerprint(), "seconds": round(seconds, 1),

@@ -19,6 +19,7 @@ from pathlib import Path
 from .config import PROFILES, get_config, parse_overrides
 from .metavqa import MetaVQAError
 
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", choices=PROFILES)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -79,6 +80,8 @@ def _numbers(text: str | None, kind, name: str):
 def cmd_run_notebooks(args) -> int:
     """Every notebook into a run folder, resuming a finished job's work; a summary at the end."""
     from .batch import execute, plan_run, write_summary
+    if args.jobs < 1:
+        raise ValueError(f"--jobs expects 1 or more notebooks at a time, got {args.jobs}")
     out = Path(args.out or f"runs/{args.profile}")
     run = plan_run(args.profile, out, seeds=_numbers(args.seeds, int, "--seeds"),
                    fractions=_numbers(args.fractions, float, "--fractions"),
