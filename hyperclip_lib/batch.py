@@ -90,11 +90,13 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
     if fig5b_fractions:
         jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fig5b_fractions,
                                              **FIG5B_METHODS["02_baselines.ipynb"]}, "-fig5b")
-    jobs.append(Job("03_generators", "03_generators.ipynb", 1, dict(common)))
+    jobs.append(Job("03_generators", "03_generators.ipynb", 1, {**common, "widgets": False}))
     jobs += per_seed("04_hyperclip", 2, {"descriptor_fractions": fractions})
-    jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fractions})
+    # No widgets in batch runs: there is nothing to move, and twice in 5 quick jobs a kernel hung, idle, in
+    # the γ explorer's first draw (ipykernel 7.4 + ipywidgets 8.1 Output; cause not found).
+    jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fractions, "widgets": False})
     if fig5b_fractions:
-        jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fig5b_fractions,
+        jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fig5b_fractions, "widgets": False,
                                             **FIG5B_METHODS["05_hyperldm.ipynb"]}, "-fig5b")
     jobs.append(Job("06_analysis", "06_analysis.ipynb", 3, dict(common)))
     missing = sorted({j.notebook for j in jobs if not (NOTEBOOKS / j.notebook).exists()})

@@ -3,7 +3,7 @@
 A stage is built into a temporary folder beside its final place and renamed into place only
 when complete, with a manifest holding the config and a SHA-256 of every file. On reuse the
 manifest is checked; a missing, corrupted or mismatched artifact is rebuilt with a warning,
-never silently used. Building holds an exclusive file lock per artifact, so processes running
+never silently used. Building holds an exclusive file lock per artifact (under `.locks/`), so processes running
 seeds in parallel build a shared stage once and the others wait for it.
 """
 from __future__ import annotations
@@ -100,11 +100,11 @@ class ArtifactStore:
         with self._lock(path):   # another process may have built it while we waited
             return self._build(stage, config, build, path)
 
-    @staticmethod
     @contextlib.contextmanager
-    def _lock(path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{path.name}.lock", "w") as handle:
+    def _lock(self, path: Path):
+        lock = self.root / ".locks" / path.parent.name / f"{path.name}.lock"   # outside the stage's folder
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -118,6 +118,7 @@ class ArtifactStore:
                 return path
             warnings.warn(f"artifact {stage}: {problem}; rebuilding it", stacklevel=3)
             shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.building."))
         try:
             build(tmp)
