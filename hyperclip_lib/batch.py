@@ -201,7 +201,8 @@ def write_summary(run: Run, status: dict[str, str], wall_s: float) -> Path:
         lines.append(f"| {job.name} | {status.get(job.name, '?')} | "
                      f"{'' if seconds is None else f'{seconds / 60:.1f}'} |")
     total = sum(run.finished.get(j.name, {}).get("seconds", 0) for j in run.jobs)
-    lines += ["", f"Sum of notebook times (each as first executed): {total / 60:.1f} min.", ""]
+    lines += ["", f"Sum of the notebook times above (each from its latest execution; a cached stage costs little): "
+              f"{total / 60:.1f} min.", ""]
     records = run.out / "records"
     if records.exists() and any(records.glob("*.json")):
         for title, table in results_tables(records).items():
