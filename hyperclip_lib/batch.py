@@ -7,9 +7,9 @@ The run folder holds the executed notebooks (`notebooks/`), the result records t
 (`records/`), their figures (`figures/`), one log per job (`logs/`), `progress.json` and
 `summary.md`. A job is skipped when `progress.json` says it finished with the same notebook
 source and parameters and nothing before it ran again, so an interrupted run resumes where it
-stopped; inside a notebook the artifact cache skips every stage already built. With `jobs > 1` the per-seed notebooks run as
-separate processes, wave by wave (dataset; baselines and generators; HyperCLIP and HyperLDM;
-analysis), sharing the cache through its per-artifact locks.
+stopped; inside a notebook the artifact cache skips every stage already built. With `jobs > 1`
+the per-seed notebooks run as separate processes, wave by wave (dataset; baselines and
+generators; HyperCLIP and HyperLDM; analysis), sharing the cache through its per-artifact locks.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from pathlib import Path
 from .store import atomic_write_bytes, atomic_write_json
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-FIG5B_METHODS = {"02_baselines.ipynb": {"methods": ["CLIP as base model", "Cond. Multitask"]},   # CLIP: the floor
+# What Fig. 5B's extra descriptor shares run: its two methods (and CLIP, which defines the floor).
+FIG5B_JOB_PARAMETERS = {"02_baselines.ipynb": {"methods": ["CLIP as base model", "Cond. Multitask"]},
                  "05_hyperldm.ipynb": {"generators": ["HVAE"]}}
 
 
@@ -89,7 +90,7 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
     jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fractions})
     if fig5b_fractions:
         jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fig5b_fractions,
-                                             **FIG5B_METHODS["02_baselines.ipynb"]}, "-fig5b")
+                                             **FIG5B_JOB_PARAMETERS["02_baselines.ipynb"]}, "-fig5b")
     jobs.append(Job("03_generators", "03_generators.ipynb", 1, {**common, "widgets": False}))
     jobs += per_seed("04_hyperclip", 2, {"descriptor_fractions": fractions})
     # No widgets in batch runs: there is nothing to move, and twice in 5 quick jobs a kernel hung, idle, in
@@ -97,7 +98,7 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
     jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fractions, "widgets": False})
     if fig5b_fractions:
         jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fig5b_fractions, "widgets": False,
-                                            **FIG5B_METHODS["05_hyperldm.ipynb"]}, "-fig5b")
+                                            **FIG5B_JOB_PARAMETERS["05_hyperldm.ipynb"]}, "-fig5b")
     jobs.append(Job("06_analysis", "06_analysis.ipynb", 3, dict(common)))
     missing = sorted({j.notebook for j in jobs if not (NOTEBOOKS / j.notebook).exists()})
     if missing:
