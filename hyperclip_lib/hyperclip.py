@@ -155,14 +155,14 @@ def run_hyperclip_guidance(cfg, name: str, data, features, store=None) -> Guidan
     family = build_family(cfg, "Uncond. MNet-MAML", features)
     train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)
     test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)
-    described = described_tasks(len(train_tasks), cfg.base.descriptor_fraction, cfg.base.seed).nonzero().flatten()
+    described = described_tasks(len(train_tasks), cfg.base.descriptor_fraction, cfg.base.seed).to(device)
 
     def build(folder):
         start = time.perf_counter()
         model = HyperClip.create(finetuned["train"].weights.shape[1], h.hidden, train_tasks.text.shape[1],
                                  Standardizer.fit(finetuned["train"].weights), torch.Generator().manual_seed(cfg.base.seed))
         model.params = {k: v.to(device).requires_grad_(True) for k, v in model.params.items()}
-        history = train_hyperclip(model, finetuned["train"], train_tasks.text, described.to(device), h.epochs, h.lr,
+        history = train_hyperclip(model, finetuned["train"], train_tasks.text, described.nonzero().flatten(), h.epochs, h.lr,
                                   h.batch, h.logit_scale, cfg.base.seed)
         history["train_s"] = time.perf_counter() - start
         torch.save({"params": {k: v.detach().cpu() for k, v in model.params.items()},
@@ -190,9 +190,7 @@ def run_hyperclip_guidance(cfg, name: str, data, features, store=None) -> Guidan
     guide(generator, model, test_tasks.text, z_start, h.guidance_steps, h.guidance_lambda, h.guidance_lr,
           h.guidance_optimizer, on_step)
     n_query = (test_tasks.n_samples - test_tasks.n_support).double()
-    seen = torch.zeros(len(train_tasks), dtype=torch.bool, device=device)
-    seen[described.to(device)] = True
-    rows = seen[finetuned["train"].task]
+    rows = described[finetuned["train"].task]
     seen_set = FineTuned(finetuned["train"].task[rows], finetuned["train"].latent[rows], finetuned["train"].weights[rows])
     record = {
         "method": GUIDANCE_METHODS[name], "profile": cfg.profile, "seed": cfg.base.seed,
