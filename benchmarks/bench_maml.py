@@ -17,10 +17,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hyperclip_lib.adapter import AdapterSpec
 from hyperclip_lib.config import get_config
-from hyperclip_lib.meta import meta_loss
-from hyperclip_lib.methods import RECIPES, make_family
+from hyperclip_lib.maml import meta_loss
+from hyperclip_lib.models.adapter import AdapterSpec
+from hyperclip_lib.models.families import RECIPES, make_family
 from hyperclip_lib.taskdata import Batch
 
 

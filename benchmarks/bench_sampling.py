@@ -15,16 +15,16 @@ import time
 
 import torch
 
-from hyperclip_lib.baselines import build_family
 from hyperclip_lib.config import get_config
-from hyperclip_lib.hyperldm import ldm_scheduler, parse_gammas, per_gamma_task_mean, run_hyperldm, sample_and_score
-from hyperclip_lib.pipeline import prepare
+from hyperclip_lib.models.hyperldm import ldm_scheduler
+from hyperclip_lib.stages.baselines import adapter_scorer
+from hyperclip_lib.stages.data import prepare
+from hyperclip_lib.stages.hyperldm import ldm_key, per_gamma_task_mean, run_hyperldm, sample_and_score
 from hyperclip_lib.store import ArtifactStore
 from hyperclip_lib.taskdata import TaskTensors
 
 
 def quick_ldm_is_cached(cfg, name: str, data, store: ArtifactStore) -> bool:
-    from hyperclip_lib.hyperldm import ldm_key
     return store.path("hyperldm", ldm_key(cfg, name, data)).exists()
 
 
@@ -46,9 +46,9 @@ def main() -> None:
     data, features = prepared["data"], prepared["features"]
     result = run_hyperldm(cfg, args.generator, data, features, store)
     L = cfg.ldm
-    gammas = parse_gammas(L.gammas)
+    gammas = list(L.gammas)
     tasks = TaskTensors.from_tasks(features, data.split.test)
-    family = build_family(cfg, "Uncond. MNet-MAML", features)
+    scorer = adapter_scorer(cfg, features)
     ddim_steps = [int(k) for k in args.ddim_steps.split(",")] if args.ddim_steps else [L.ddim_steps]
     print(f"{args.generator} + HyperLDM ({cfg.profile}): {len(tasks)} meta-test tasks x {len(gammas)} γ x "
           f"{L.samples_per_task} samples = {len(tasks) * len(gammas) * L.samples_per_task} networks per sampler, "
@@ -57,7 +57,7 @@ def main() -> None:
     for kind, steps in [("ddpm", None)] + [("ddim", k) for k in ddim_steps]:
         scheduler = ldm_scheduler(L, kind)
         start = time.perf_counter()
-        out = sample_and_score(result.ldm, result.generator, family, tasks, gammas, L.samples_per_task,
+        out = sample_and_score(result.ldm, result.weight_gen, scorer, tasks, gammas, L.samples_per_task,
                                scheduler, steps, cfg.base.seed)
         seconds = time.perf_counter() - start
         by_gamma = {g: acc.mean().item() for g, acc in per_gamma_task_mean(out, gammas, len(tasks)).items()}

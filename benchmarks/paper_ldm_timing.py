@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from hyperclip_lib.config import get_config
-from hyperclip_lib.hyperldm import TrainedLDM, ldm_scheduler, parse_gammas, sample, train_ldm
+from hyperclip_lib.config import get_config, with_overrides
+from hyperclip_lib.models.hyperldm import ldm_scheduler, ldm_widths, sample, train_ldm
 
 
 def synchronize(device: str) -> None:
@@ -37,22 +37,20 @@ def main() -> None:
     latents = torch.randn(870 * cfg.generator.finetune_per_task, 32, generator=g).to(args.device)
     cond = torch.nn.functional.normalize(torch.randn(len(latents), 768, generator=g), dim=-1).to(args.device)
     described = torch.ones(len(latents), dtype=torch.bool, device=args.device)
-    widths = (L.width1, L.width2, L.width3)
+    widths = ldm_widths(L)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"HyperLDM {args.profile} on {name}: widths {widths}, batch {L.batch}, T = {L.train_steps}, torch {torch.__version__}")
-    scheduler = ldm_scheduler(L, "ddpm")
     synchronize(args.device)
     start = time.perf_counter()
-    trained = train_ldm(latents, cond, described, widths, args.steps, L.batch, L.lr, L.cond_dropout, L.ema_decay,
-                        L.grad_clip, scheduler, 0, L.time_dim)
+    trained = train_ldm(latents, cond, described, with_overrides(cfg, {"ldm.steps": args.steps}).ldm, 0)
     synchronize(args.device)
     per_step = (time.perf_counter() - start) / args.steps
     n_params = sum(p.numel() for p in trained.net.parameters())
     print(f"network: {n_params / 1e6:.0f} M parameters; {per_step * 1e3:.1f} ms per step -> the profile's "
           f"{L.steps} steps take {per_step * L.steps / 60:.1f} min; loss {trained.history['loss'][0]:.3f} -> "
           f"{sum(trained.history['loss'][-20:]) / 20:.3f}")
-    ldm = TrainedLDM(trained.net, trained.ema, trained.mean, trained.std, trained.history)
-    gammas = parse_gammas(L.gammas)
+    ldm = trained
+    gammas = list(L.gammas)
     rows = args.tasks * len(gammas) * L.samples_per_task
     text = cond[torch.arange(rows, device=args.device) % len(cond)]
     gamma = torch.tensor(gammas, device=args.device).repeat_interleave(rows // len(gammas) + 1)[:rows]

@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from hyperclip_lib.adapter import AdapterSpec
 from hyperclip_lib.config import get_config
-from hyperclip_lib.meta import evaluate, train
-from hyperclip_lib.methods import RECIPES, make_family
+from hyperclip_lib.maml import evaluate, train
+from hyperclip_lib.models.adapter import AdapterSpec
+from hyperclip_lib.models.families import RECIPES, make_family
 from hyperclip_lib.taskdata import TaskTensors
 
 

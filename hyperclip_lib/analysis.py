@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .baselines import (METHOD_ORDER, PAPER_FEW_SHOT, PAPER_ZERO_SHOT, floor_and_ceiling, load_records,
-                        summary_table, table1, table4)
+from .records import (METHOD_ORDER, PAPER_FEW_SHOT, PAPER_FLOOR, PAPER_ZERO_SHOT, floor_and_ceiling, load_records,
+                      mean_sd, summary_table, table1, table4)
 
 TABLE1_SHARES = (1.0, 0.5)
 FIG5B_METHODS = ("Cond. Multitask", "HVAE + HyperLDM γ=1.5")
-PAPER_FLOOR, PAPER_CEILING = PAPER_ZERO_SHOT["CLIP as base model"]["100%"], max(PAPER_FEW_SHOT.values())
 
 
 def load_run(records_dir: str | Path, profile: str | None = None) -> list[dict]:
@@ -25,11 +24,6 @@ def load_run(records_dir: str | Path, profile: str | None = None) -> list[dict]:
         raise FileNotFoundError(f"no result records{f' of profile {profile!r}' if profile else ''} in "
                                 f"{records_dir}; run notebooks 02-05 (or `hyperclip run-notebooks`) first")
     return records
-
-
-def gap_closed(acc: float, floor: float, ceiling: float) -> float:
-    """Share (%) of the floor-to-ceiling gap that an accuracy closes."""
-    return 100 * (acc - floor) / (ceiling - floor)
 
 
 def table1_records(records: list[dict]) -> list[dict]:
@@ -44,13 +38,15 @@ def fraction_table(records: list[dict], methods=FIG5B_METHODS) -> pd.DataFrame:
     return table
 
 
-def gamma_table(records: list[dict]) -> pd.DataFrame:
-    """Fig. 5A's numbers: zero-shot task mean ± s.d. per generator and γ, all descriptors."""
-    rows = [{"generator": r["method"].split(" +")[0], "γ": r["gamma"], "acc": r["zero_shot"]["task_mean"]}
-            for r in records if "gamma" in r and r["descriptor_fraction"] == 1.0]
+def gamma_table(records: list[dict], shares=(1.0,)) -> pd.DataFrame:
+    """Fig. 5A's numbers: zero-shot task mean ± s.d. over seeds per generator, descriptor share and γ
+    (`shares`: which descriptor shares; None: all)."""
+    rows = [{"generator": r["method"].split(" +")[0], "descriptors": r["descriptor_fraction"], "γ": r["gamma"],
+             "acc": r["zero_shot"]["task_mean"]}
+            for r in records if r.get("kind") == "hyperldm" and (shares is None or r["descriptor_fraction"] in shares)]
     if not rows:
-        return pd.DataFrame(columns=["generator", "γ", "mean", "std", "seeds"])
-    return (pd.DataFrame(rows).groupby(["generator", "γ"])["acc"].agg(["mean", "std", "count"])
+        return pd.DataFrame(columns=["generator", "descriptors", "γ", "mean", "std", "seeds"])
+    return (pd.DataFrame(rows).groupby(["generator", "descriptors", "γ"])["acc"].agg(["mean", "std", "count"])
             .rename(columns={"count": "seeds"}).reset_index())
 
 
@@ -71,8 +67,8 @@ def results_tables(records_dir: str | Path) -> dict[str, pd.DataFrame]:
         fig5b = fraction_table(mine)
         if len(fig5b):
             tables[f"Fig. 5B ({profile}): zero-shot accuracy (%) against the share of descriptors"] = (
-                fig5b.assign(acc=[f"{m:.2f}" + ("" if s != s else f" ± {s:.2f}") for m, s in
-                                  zip(fig5b["mean"], fig5b["std"])])[["method", "descriptors", "acc", "seeds"]])
+                fig5b.assign(acc=[mean_sd(m, s) for m, s in zip(fig5b["mean"], fig5b["std"])])
+                [["method", "descriptors", "acc", "seeds"]])
     return tables
 
 
@@ -100,6 +96,19 @@ def verdict(a: list[float], b: list[float]) -> str:
     return "yes" if diff > 0 else "no"
 
 
+def paper_zs(method: str, share: str = "100%") -> str:
+    return f"{PAPER_ZERO_SHOT[method][share]:.2f}"
+
+
+def paper_vs(a: str, b: str, share: str = "100%") -> str:
+    return f"{paper_zs(a, share)} vs {paper_zs(b, share)}"
+
+
+def paper_drop(method: str) -> float:
+    """How much the paper's zero-shot accuracy of `method` drops from 100% to 50% of descriptors."""
+    return PAPER_ZERO_SHOT[method]["100%"] - PAPER_ZERO_SHOT[method]["50%"]
+
+
 def paper_claims(records: list[dict]) -> pd.DataFrame:
     """The paper's main claims (§6.2, Table 1, Table 4, Fig. 5), each tested on these records: what the
     paper reports, what we measure (means over seeds), and whether the claim holds here."""
@@ -115,33 +124,36 @@ def paper_claims(records: list[dict]) -> pd.DataFrame:
     zero = summary_table(table1_records(records), "zero_shot")
     full = zero[zero["descriptors"] == "100%"].set_index("method")["mean"]
     others = full.drop("CLIP as base model", errors="ignore")
-    claim("every method beats CLIP as base model zero-shot", "all ≥ 53.02 vs 44.99",
+    paper_full = {m: v["100%"] for m, v in PAPER_ZERO_SHOT.items() if m != "CLIP as base model"}
+    claim("every method beats CLIP as base model zero-shot",
+          f"all ≥ {min(paper_full.values()):.2f} vs {PAPER_FLOOR:.2f}",
           f"lowest {others.min():.2f} ({others.idxmin()}) vs {floor:.2f}" if len(others) else "",
           ("yes" if (others > floor).all() else "no") if len(others) else "n/a")
     best = full.idxmax()
-    claim("HVAE + HyperLDM γ=1.5 is the best zero-shot method", "55.10, best of Table 1",
+    claim("HVAE + HyperLDM γ=1.5 is the best zero-shot method", f"{paper_zs('HVAE + HyperLDM γ=1.5')}, best of Table 1",
           f"best: {best} {full.max():.2f}", "yes" if best == "HVAE + HyperLDM γ=1.5" else "no")
     ldm = _values(records, "HVAE + HyperLDM γ=1.5")
-    claim("HVAE + HyperLDM γ=1.5 beats Cond. Multitask", "55.10 vs 54.12",
+    claim("HVAE + HyperLDM γ=1.5 beats Cond. Multitask", paper_vs("HVAE + HyperLDM γ=1.5", "Cond. Multitask"),
           vs(ldm, _values(records, "Cond. Multitask")), verdict(ldm, _values(records, "Cond. Multitask")))
     for gen in ("HNet", "HVAE"):
         a, b = _values(records, f"{gen} + HyperLDM γ=1.5"), _values(records, f"{gen} + HyperCLIP Guidance")
         claim(f"{gen}: HyperLDM γ=1.5 beats HyperCLIP guidance",
-              f"{PAPER_ZERO_SHOT[f'{gen} + HyperLDM γ=1.5']['100%']} vs "
-              f"{PAPER_ZERO_SHOT[f'{gen} + HyperCLIP Guidance']['100%']}", vs(a, b), verdict(a, b))
+              paper_vs(f"{gen} + HyperLDM γ=1.5", f"{gen} + HyperCLIP Guidance"), vs(a, b), verdict(a, b))
     a, b = _values(records, "HVAE + HyperLDM γ=1.5"), _values(records, "HNet + HyperLDM γ=1.5")
-    claim("HyperLDM works better on the HVAE than on the HNet", "55.10 vs 54.30", vs(a, b), verdict(a, b))
+    claim("HyperLDM works better on the HVAE than on the HNet", paper_vs("HVAE + HyperLDM γ=1.5", "HNet + HyperLDM γ=1.5"),
+          vs(a, b), verdict(a, b))
     for gen, part in gamma_table(records).groupby("generator"):
         best_gamma = float(part.loc[part["mean"].idxmax(), "γ"])
         claim(f"{gen} + HyperLDM: the best guidance scale is above γ=1 (Fig. 5A)", "optimum at γ > 1",
               f"best γ = {best_gamma:g} ({part['mean'].max():.2f})", "yes" if best_gamma > 1 else "no")
     for gen in ("HNet", "HVAE"):
-        mine = [r for r in records if "unguided_zero_shot" in r and r["descriptor_fraction"] == 1.0
+        mine = [r for r in records if r.get("kind") == "guidance" and r["descriptor_fraction"] == 1.0
                 and r["method"].startswith(gen)]
         if mine:
             g = [r["zero_shot"]["task_mean"] for r in mine]
             u = [r["unguided_zero_shot"]["task_mean"] for r in mine]
-            paper = "53.98 vs 53.37 (HNet-MAML)" if gen == "HNet" else "53.91 (no unguided number)"
+            paper = (paper_vs("HNet + HyperCLIP Guidance", "Uncond. HNet-MAML") + " (HNet-MAML)" if gen == "HNet"
+                     else f"{paper_zs('HVAE + HyperCLIP Guidance')} (no unguided number)")
             claim(f"HyperCLIP guidance improves on the unguided {gen}", paper, vs(g, u), verdict(g, u))
     lowest = min((r["descriptor_fraction"] for r in records if r["method"] in FIG5B_METHODS), default=1.0)
     if lowest < 1.0:
@@ -151,16 +163,45 @@ def paper_claims(records: list[dict]) -> pd.DataFrame:
         known = drop_cond == drop_cond and drop_ldm == drop_ldm   # NaN when a share was not run
         share = f"{100 * lowest:.0f}%"
         claim(f"with {share} of descriptors Cond. Multitask loses more than HVAE + HyperLDM γ=1.5 (Fig. 5B)",
-              "at 50%: −2.44 vs −0.26", f"−{drop_cond:.2f} vs −{drop_ldm:.2f}",
+              f"at 50%: −{paper_drop('Cond. Multitask'):.2f} vs −{paper_drop('HVAE + HyperLDM γ=1.5'):.2f}",
+              f"−{drop_cond:.2f} vs −{drop_ldm:.2f}",
               ("yes" if drop_cond > drop_ldm else "no") if known else "n/a")
         claim(f"HVAE + HyperLDM γ=1.5 is almost unaffected by keeping {share} of descriptors (< 1 point)",
-              "at 50%: −0.26", f"−{drop_ldm:.2f}", ("yes" if drop_ldm < 1 else "no") if known else "n/a")
+              f"at 50%: −{paper_drop('HVAE + HyperLDM γ=1.5'):.2f}", f"−{drop_ldm:.2f}", ("yes" if drop_ldm < 1 else "no") if known else "n/a")
         claim(f"with {share} of descriptors HVAE + HyperLDM γ=1.5 beats Cond. Multitask (Fig. 5B)",
-              "at 50%: 54.84 vs 51.68", vs(ldm[lowest], cond[lowest]), verdict(ldm[lowest], cond[lowest]))
+              "at 50%: " + paper_vs("HVAE + HyperLDM γ=1.5", "Cond. Multitask", "50%"), vs(ldm[lowest], cond[lowest]), verdict(ldm[lowest], cond[lowest]))
     few = summary_table([r for r in records if r["descriptor_fraction"] == 1.0], "few_shot").set_index("method")["mean"]
     if len(few):
-        claim("a MAML-trained method is best few-shot (Table 4)", "Uncond. MNet-MAML 60.24",
+        best_paper = max(PAPER_FEW_SHOT, key=PAPER_FEW_SHOT.get)
+        claim("a MAML-trained method is best few-shot (Table 4)", f"{best_paper} {PAPER_FEW_SHOT[best_paper]:.2f}",
               f"best: {few.idxmax()} {few.max():.2f}", "yes" if "MAML" in few.idxmax() else "no")
     table = pd.DataFrame(rows)
     table.attrs.update(floor=floor, ceiling=ceiling)
     return table
+
+
+def guidance_facts(records: list[dict]) -> pd.DataFrame:
+    """Notebook 04's reading, per HyperCLIP-guidance row (all descriptors, means over seeds): held-out task
+    inference against chance, and zero-shot accuracy guided against the unguided start."""
+    rows = []
+    for method in sorted({r["method"] for r in records if r.get("kind") == "guidance"}):
+        mine = [r for r in records if r["method"] == method and r["descriptor_fraction"] == 1.0]
+        held_out = [r["details"]["task_inference"]["held-out (meta-test)"] for r in mine]
+        rows.append({"method": method, "seeds": len(mine),
+                     **{k: _mean([h[k] for h in held_out]) for k in ("top1", "chance top1", "top5", "chance top5")},
+                     "unguided zero-shot": _mean([r["unguided_zero_shot"]["task_mean"] for r in mine]),
+                     "guided zero-shot": _mean([r["zero_shot"]["task_mean"] for r in mine])})
+    return pd.DataFrame(rows).round(2)
+
+
+def hyperldm_facts(records: list[dict]) -> pd.DataFrame:
+    """Notebook 05's reading, per generator (all descriptors, means over seeds): zero-shot accuracy
+    unconditional (γ = 0), conditional (γ = 1), guided (γ = 1.5), and the best γ of the sweep."""
+    sweep = gamma_table(records)
+    rows = []
+    for gen, part in sweep.groupby("generator"):
+        at = dict(zip(part["γ"], part["mean"]))
+        best = part.loc[part["mean"].idxmax()]
+        rows.append({"generator": gen, **{f"γ={g:g}": at.get(g, float("nan")) for g in (0.0, 1.0, 1.5)},
+                     "best γ": best["γ"], "best accuracy": best["mean"]})
+    return pd.DataFrame(rows).round(2)

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .analysis import results_tables
+from .config import default_seeds
 from .store import atomic_write_bytes, atomic_write_json
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -51,10 +53,6 @@ class Run:
     jobs: list[Job]
     command: str = ""
     finished: dict = field(default_factory=dict)   # job name -> {"fingerprint", "seconds", "at"}
-
-
-def default_seeds(profile: str) -> list[int]:
-    return [0] if profile == "ci" else [0, 1, 2]
 
 
 def default_fractions(profile: str) -> tuple[list[float], list[float]]:
@@ -193,7 +191,6 @@ def markdown_table(df) -> str:
 
 def write_summary(run: Run, status: dict[str, str], wall_s: float) -> Path:
     """summary.md: the command, each job's status and time, and Tables 1 and 4 from the run's records."""
-    from .analysis import results_tables
     lines = [f"# Run `{run.out}` ({run.profile} profile)", "", f"Command: `{run.command}`", "",
              f"Finished {datetime.datetime.now().isoformat(timespec='seconds')}; this invocation took "
              f"{wall_s / 60:.1f} min.", "", "| notebook | status | minutes |", "|---|---|---|"]

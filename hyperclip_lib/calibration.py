@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .adapter import AdapterSpec, adapter_logits, clip_logits
 from .config import CalibrationConfig
 from .features import FeatureStore
 from .metavqa import Task
+from .models.adapter import AdapterSpec, adapter_logits, clip_logits
+from .records import summarize_accuracy
 
 METHODS = ("chance", "majority answer of support", "CLIP as base model (zero-shot floor)",
            "adapter fine-tuned on support (few-shot ceiling)")
@@ -64,8 +65,4 @@ def calibrate(features: FeatureStore, tasks: tuple[Task, ...], cfg: CalibrationC
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Task mean (as the paper reports) and sample-weighted mean of each method."""
     n = torch.tensor([r["n_query"] for r in rows], dtype=torch.float64)
-    out = {}
-    for m in METHODS:
-        acc = torch.tensor([r[m] for r in rows], dtype=torch.float64)
-        out[m] = {"task mean": acc.mean().item(), "sample-weighted": (acc * n).sum().item() / n.sum().item()}
-    return out
+    return {m: summarize_accuracy(torch.tensor([r[m] for r in rows], dtype=torch.float64), n) for m in METHODS}

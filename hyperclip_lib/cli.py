@@ -16,8 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PROFILES, get_config, parse_overrides
-from .metavqa import MetaVQAError
+from .batch import execute, plan_run, write_summary
+from .calibration import calibrate, summarize
+from .config import PROFILES, get_config, parse_numbers, parse_overrides
+from .metavqa import PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, statistics_table, write_meta_vqa
+from .stages.data import prepare
+from .world import generate_world
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -27,7 +31,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build_metavqa(args) -> int:
-    from .metavqa import build_meta_vqa, statistics_table, write_meta_vqa, TaskSplit
     meta_train, meta_test = build_meta_vqa(args.vqa_root, seed=args.seed, check_images=args.check_images)
     paths = write_meta_vqa(meta_train, meta_test, args.out)
     stats = statistics_table(TaskSplit.from_meta(meta_train, meta_test))
@@ -37,7 +40,6 @@ def cmd_build_metavqa(args) -> int:
 
 
 def cmd_build_world(args) -> int:
-    from .world import generate_world
     cfg = get_config(args.profile, parse_overrides(args.overrides))
     print(json.dumps(generate_world(cfg.world, Path(args.out)), indent=1))
     return 0
@@ -45,9 +47,6 @@ def cmd_build_world(args) -> int:
 
 def cmd_prepare(args) -> int:
     """Build the world, Meta-VQA, the encoder and features; print statistics and calibration."""
-    from .calibration import calibrate, summarize
-    from .metavqa import PAPER_STATISTICS, statistics_table
-    from .pipeline import prepare
     cfg = get_config(args.profile, parse_overrides(args.overrides))
     t0 = time.perf_counter()
     result = prepare(cfg)
@@ -61,25 +60,19 @@ def cmd_prepare(args) -> int:
     print(f"\ncalibration on {len(rows)} meta-test query sets (accuracy %, task mean / sample-weighted):")
     summary = summarize(rows)
     for method, acc in summary.items():
-        print(f"  {method:50s} {acc['task mean']:6.2f} / {acc['sample-weighted']:6.2f}")
-    floor = summary["CLIP as base model (zero-shot floor)"]["task mean"]
-    ceiling = summary["adapter fine-tuned on support (few-shot ceiling)"]["task mean"]
+        print(f"  {method:50s} {acc['task_mean']:6.2f} / {acc['sample_weighted']:6.2f}")
+    floor = summary["CLIP as base model (zero-shot floor)"]["task_mean"]
+    ceiling = summary["adapter fine-tuned on support (few-shot ceiling)"]["task_mean"]
     print(f"  gap ceiling - floor: {ceiling - floor:.2f} points")
     return 0
 
 
 def _numbers(text: str | None, kind, name: str):
-    if text is None:
-        return None
-    try:
-        return [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{name} expects comma-separated numbers, e.g. 0,1,2; got {text!r}") from None
+    return None if text is None else parse_numbers(text, kind, name)
 
 
 def cmd_run_notebooks(args) -> int:
     """Every notebook into a run folder, resuming a finished job's work; a summary at the end."""
-    from .batch import execute, plan_run, write_summary
     if args.jobs < 1:
         raise ValueError(f"--jobs expects 1 or more notebooks at a time, got {args.jobs}")
     out = Path(args.out or f"runs/{args.profile}")

@@ -156,9 +156,9 @@ class LDMConfig:
                                       # ~9x faster on quick, but 2.8 points lower; benchmarks/bench_sampling.py)
     ddim_steps: int = 35
     samples_per_task: int = 3         # sampled networks per meta-test task, their accuracies averaged
-    gammas: str = "0,0.5,1,1.5,2,3,4"  # the guidance scales scored (Fig. 5A)
-    partial_gammas: str = "1,1.5"     # those scored when only part of the descriptors is known (Table 1's
-                                      # 50% column, Fig. 5B): the sweep is the costly part of sampling
+    gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # the guidance scales scored (Fig. 5A)
+    partial_gammas: tuple[float, ...] = (1.0, 1.5)  # those scored when only part of the descriptors is known
+                                      # (Table 1's 50% column, Fig. 5B): the sweep is the costly part of sampling
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,7 @@ class Config:
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
     # One section per row of the paper's Table 3. These defaults are `quick`'s CPU-sized schedules
     # (shorter, a higher outer lr, at most 5 inner steps); the `paper` profile sets Table 3 itself.
+    clip: MethodConfig = MethodConfig(epochs=0, lr=0.0, inner_lr=0.01)   # CLIP as base model: only its few-shot lr
     multitask: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.01)
     mnet_maml: MethodConfig = MethodConfig(epochs=20, lr=1e-3, inner_lr=0.01, inner_steps_max=5)
     mnet_fomaml: MethodConfig = MethodConfig(epochs=20, lr=1e-3, inner_lr=0.01, inner_steps_max=5)
@@ -229,8 +230,19 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
     raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
 
 
+def parse_numbers(text: str, kind: type = float, name: str = "value") -> list:
+    """'0,1,1.5' -> [0.0, 1.0, 1.5]; a clear error naming `name` otherwise."""
+    try:
+        return [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} expects comma-separated numbers, e.g. 0,1,2; got {text!r}") from None
+
+
 def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Turn a CLI string into the type the field holds now (ints stay ints, 'none' is None)."""
+    """Turn a CLI string into the type the field holds now (ints stay ints, 'none' is None, a tuple of
+    floats from '0,1,1.5' or a list)."""
+    if isinstance(current, tuple):
+        return tuple(float(v) for v in (parse_numbers(value, float, key) if isinstance(value, str) else value))
     if not isinstance(value, str):
         return value
     if value.lower() in ("none", "null"):
@@ -272,6 +284,11 @@ def get_config(profile: str = "quick", overrides: Mapping[str, Any] | None = Non
     merged = dict(overrides or {})
     merged.update({k.replace("__", "."): v for k, v in kw.items()})
     return with_overrides(cfg, merged)
+
+
+def default_seeds(profile: str) -> list[int]:
+    """The seeds a notebook or batch runs when none are given: one in `ci`, three otherwise."""
+    return [0] if profile == "ci" else [0, 1, 2]
 
 
 def run_configs(cfg: Config, seeds, descriptor_fractions):

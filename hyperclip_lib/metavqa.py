@@ -37,6 +37,11 @@ def annotation_file(root: os.PathLike, split: str) -> Path:
     return Path(root) / "Annotations" / f"v2_mscoco_{split}_annotations.json"
 
 
+def prompt_file(root: os.PathLike) -> Path:
+    """Per-question answer-prompt templates (the authors' `prompt_meta.json`; the world writes one)."""
+    return Path(root) / "Annotations" / "prompt_meta.json"
+
+
 def image_dir(root: os.PathLike, split: str) -> Path:
     return Path(root) / "Images" / "mscoco" / split
 

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 from PIL import Image
 
 from .metavqa import Task, TaskSplit, find_image
+from .models.latent import principal_directions
+from .records import PAPER_CEILING, PAPER_FLOOR, PAPER_ZERO_SHOT, gap_closed
 from .store import atomic_write_bytes
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
@@ -77,7 +81,7 @@ def training_curve(history: dict, title: str = "world CLIP training"):
 def calibration_bars(summary: dict[str, dict[str, float]]):
     fig, ax = plt.subplots(figsize=(7, 2.8))
     names = list(summary)
-    vals = [summary[m]["task mean"] for m in names]
+    vals = [summary[m]["task_mean"] for m in names]
     ax.barh(names, vals, color=["0.6", "0.45", "tab:red", "tab:green"][: len(names)])
     for y, v in enumerate(vals):
         ax.text(v + 0.5, y, f"{v:.1f}%", va="center")
@@ -131,11 +135,8 @@ def accuracy_bars(zero_shot, few_shot, floor: float, ceiling: float):
 
 def latent_map(latents, labels: list[str], title: str):
     """Training-task latents on their first two principal components, coloured by a label per row."""
-    import torch
-    x = torch.as_tensor(latents, dtype=torch.float32)
-    x = x - x.mean(0)
-    _, _, v = torch.linalg.svd(x, full_matrices=False)
-    xy = (x @ v[:2].T).numpy()
+    mean, directions, _ = principal_directions(latents, 2)
+    xy = ((latents - mean) @ directions.T).numpy()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, label in enumerate(sorted(set(labels))):
         rows = [k for k, l in enumerate(labels) if l == label]
@@ -160,11 +161,10 @@ def loss_curves(history: dict, keys: list[str], title: str):
 def similarity_matrix(sim, questions: list[str], title: str):
     """Cosine similarity of networks (rows, by the task they were fine-tuned on) and questions (columns)."""
     fig, ax = plt.subplots(figsize=(0.32 * len(questions) + 4, 0.32 * len(questions) + 1.5))
-    im = ax.imshow(np.asarray(sim), cmap="viridis")
-    ax.set_xticks(range(len(questions)), questions, rotation=90, fontsize=6)
-    ax.set_yticks(range(len(questions)), [f"network of: {q}" for q in questions], fontsize=6)
+    sns.heatmap(np.asarray(sim), cmap="viridis", square=True, ax=ax, cbar_kws={"fraction": 0.03, "label": "cosine"},
+                xticklabels=questions, yticklabels=[f"network of: {q}" for q in questions])
+    ax.tick_params(labelsize=6)
     ax.set(title=title)
-    fig.colorbar(im, ax=ax, fraction=0.03, label="cosine")
     fig.tight_layout()
     return fig
 
@@ -173,7 +173,7 @@ def guidance_trajectories(results):
     """Mean cosine(CLIP_H(h(z)), question) and mean zero-shot accuracy at each guidance step."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.3))
     for i, r in enumerate(results):
-        t, label = r.record["trajectory"], f"{r.record['method']} (seed {r.record['seed']})"
+        t, label = r.record["details"]["trajectory"], f"{r.record['method']} (seed {r.record['seed']})"
         a.plot(t["step"], t["cosine"], "o-", ms=3, color=f"C{i % 10}", label=label)
         b.plot(t["step"], t["zero_shot"], "o-", ms=3, color=f"C{i % 10}", label=label)
     a.set(xlabel="guidance step", ylabel="mean cosine to the question", title="HyperCLIP guidance")
@@ -183,17 +183,13 @@ def guidance_trajectories(results):
     return fig
 
 
-def gamma_sweep(records: list[dict]):
+def gamma_sweep(sweep: pd.DataFrame):
     """Fig. 5A: zero-shot accuracy against the guidance scale γ, mean ± s.d. over seeds, per generator
-    and descriptor share."""
-    import pandas as pd
-    rows = [{"generator": r["method"].split(" +")[0], "share": r["descriptor_fraction"], "gamma": r["gamma"],
-             "acc": r["zero_shot"]["task_mean"]} for r in records if "gamma" in r]
-    df = pd.DataFrame(rows).groupby(["generator", "share", "gamma"])["acc"].agg(["mean", "std"]).reset_index()
+    and descriptor share (`analysis.gamma_table(records, shares=None)`)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for i, ((gen, share), part) in enumerate(df.groupby(["generator", "share"])):
+    for i, ((gen, share), part) in enumerate(sweep.groupby(["generator", "descriptors"])):
         label = f"{gen} + HyperLDM" + ("" if share == 1.0 else f" ({100 * share:.0f}% descriptors)")
-        ax.errorbar(part["gamma"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3,
+        ax.errorbar(part["γ"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3,
                     color=f"C{i % 10}", label=label)
     ax.axvline(1.0, color="0.7", lw=1, ls=":")
     ax.set(xlabel="guidance scale γ (0: unconditional, 1: conditional, >1: classifier-free guidance)",
@@ -204,15 +200,12 @@ def gamma_sweep(records: list[dict]):
 
 
 def _paper_gap(acc: float) -> float:
-    from .analysis import PAPER_CEILING, PAPER_FLOOR, gap_closed
     return gap_closed(acc, PAPER_FLOOR, PAPER_CEILING)
 
 
 def gamma_sweep_vs_paper(sweep, floor: float, ceiling: float):
     """Fig. 5A on one scale with the paper: the share of the floor-to-ceiling gap closed against γ (ours:
     mean ± s.d. over seeds; the paper's Table 1 points at γ = 1 and 1.5, hollow)."""
-    from .analysis import gap_closed
-    from .baselines import PAPER_ZERO_SHOT
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for i, (gen, part) in enumerate(sweep.groupby("generator")):
         ax.errorbar(part["γ"], gap_closed(part["mean"], floor, ceiling),
@@ -236,8 +229,6 @@ def descriptor_shares(table, floor: float, ceiling: float):
     """Fig. 5B: zero-shot accuracy against the share of training tasks with a descriptor, ours (left,
     accuracy with floor and ceiling marked) and on the paper's scale (right, gap closed; the paper's
     100%/50% numbers from Table 1 hollow)."""
-    from .analysis import gap_closed
-    from .baselines import PAPER_ZERO_SHOT
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, (method, part) in enumerate(table.groupby("method", sort=False)):
         x, err = 100 * part["share"], part["std"].fillna(0)

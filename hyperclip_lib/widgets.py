@@ -5,28 +5,21 @@ from __future__ import annotations
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from IPython.display import display
 
-from .generators import LatentGenerator
-from .methods import AdapterFamily, task_accuracies
+from .models.families import AdapterFamily, task_accuracies
+from .models.latent import LatentGenerator, principal_directions
 from .taskdata import TaskTensors
 
 
-def principal_directions(latents: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean [Z], the top-k principal directions [k, Z] and the spread (s.d.) along each [k]."""
-    mean = latents.mean(0)
-    _, s, v = torch.linalg.svd(latents - mean, full_matrices=False)
-    k = min(k, v.shape[0])
-    return mean, v[:k], s[:k] / max(1, len(latents) - 1) ** 0.5
-
-
-def answer_distributions(generator: LatentGenerator, adapter: AdapterFamily, tasks: TaskTensors, task: int,
+def answer_distributions(weight_gen: LatentGenerator, adapter: AdapterFamily, tasks: TaskTensors, task: int,
                          z: torch.Tensor) -> dict:
     """Decode z, score it on `task`'s query set: accuracy (%), predicted and true answer shares."""
     batch = tasks.fixed_batch(torch.tensor([task]))
     with torch.no_grad():
-        logits = adapter.logits({}, generator.decode(z[None]), batch.x, batch)
+        logits = adapter.logits({}, weight_gen.decode(z[None]), batch.x, batch)
     n_answers = int(batch.answer_mask[0].sum())
     query = batch.query[0].bool()
     predicted = torch.bincount(logits[0].argmax(-1)[query], minlength=n_answers)[:n_answers].float()
@@ -35,13 +28,26 @@ def answer_distributions(generator: LatentGenerator, adapter: AdapterFamily, tas
             "predicted": (predicted / predicted.sum()).tolist(), "true": (true / true.sum()).tolist()}
 
 
+def principal_walk(weight_gen: LatentGenerator, latents: torch.Tensor, scorer: AdapterFamily, tasks: TaskTensors,
+                   n_tasks: int = 4, span: float = 3.0, points: int = 13) -> pd.DataFrame:
+    """Query accuracy (%) of the decoded mean latent moved along the first principal direction (in units
+    of the spread along it), for the first `n_tasks` tasks: rows PC1 position, columns tasks."""
+    mean, directions, spread = principal_directions(latents, 1)
+    rows = []
+    for task in range(min(n_tasks, len(tasks))):
+        for c in torch.linspace(-span, span, points).tolist():
+            result = answer_distributions(weight_gen, scorer, tasks, task, mean + c * spread[0] * directions[0])
+            rows.append({"task": tasks.questions[task], "PC1 (s.d.)": c, "accuracy": result["accuracy"]})
+    return pd.DataFrame(rows).pivot(index="PC1 (s.d.)", columns="task", values="accuracy")
+
+
 class LatentTraversal:
     """Sliders along the principal directions of the training latents; shows, live, the decoded
     network's predicted-answer distribution on a chosen task's query images and its accuracy."""
 
-    def __init__(self, generator: LatentGenerator, latents: torch.Tensor, adapter: AdapterFamily, tasks: TaskTensors,
+    def __init__(self, weight_gen: LatentGenerator, latents: torch.Tensor, adapter: AdapterFamily, tasks: TaskTensors,
                  answers: list[list[str]], n_directions: int = 3, span: float = 3.0):
-        self.generator, self.adapter, self.tasks, self.answers = generator, adapter, tasks, answers
+        self.weight_gen, self.adapter, self.tasks, self.answers = weight_gen, adapter, tasks, answers
         self.mean, self.directions, self.spread = principal_directions(latents, n_directions)
         self.task = widgets.Dropdown(options=[(q, i) for i, q in enumerate(tasks.questions)], value=0,
                                      description="task", layout=widgets.Layout(width="95%"))
@@ -60,7 +66,7 @@ class LatentTraversal:
         return self.mean + (coeffs * self.spread) @ self.directions
 
     def redraw(self) -> None:
-        result = answer_distributions(self.generator, self.adapter, self.tasks, self.task.value, self.latent())
+        result = answer_distributions(self.weight_gen, self.adapter, self.tasks, self.task.value, self.latent())
         self.state = {"task": self.task.value, "coefficients": [s.value for s in self.sliders], **result}
         position = ", ".join(f"PC{k + 1} {v:+g}" for k, v in enumerate(self.state["coefficients"]))
         self.readout.value = f"<b>decoded network at {position} s.d.: accuracy {result['accuracy']:.1f}%</b>"
@@ -89,9 +95,9 @@ class GammaExplorer:
     mean accuracy, their predicted-answer distribution against the true one, and where their latents fall
     among the training latents (first two principal directions, as notebook 03)."""
 
-    def __init__(self, sampler, generator: LatentGenerator, adapter: AdapterFamily, tasks: TaskTensors,
+    def __init__(self, sampler, weight_gen: LatentGenerator, adapter: AdapterFamily, tasks: TaskTensors,
                  answers: list[list[str]], train_latents: torch.Tensor, n_samples: int = 4, seed: int = 0):
-        self.sampler, self.generator, self.adapter, self.tasks, self.answers = sampler, generator, adapter, tasks, answers
+        self.sampler, self.weight_gen, self.adapter, self.tasks, self.answers = sampler, weight_gen, adapter, tasks, answers
         self.n_samples, self.seed = n_samples, seed
         self.mean, self.directions, _ = principal_directions(train_latents, 2)
         self.background = ((train_latents - self.mean) @ self.directions.T).numpy()
@@ -110,7 +116,7 @@ class GammaExplorer:
         task, gamma = self.task.value, float(self.gamma.value)
         cond = self.tasks.text[[task] * self.n_samples]
         z = self.sampler(cond, torch.full((self.n_samples,), gamma), torch.Generator().manual_seed(self.seed))
-        results = [answer_distributions(self.generator, self.adapter, self.tasks, task, zi) for zi in z]
+        results = [answer_distributions(self.weight_gen, self.adapter, self.tasks, task, zi) for zi in z]
         predicted = np.mean([r["predicted"] for r in results], axis=0)
         self.state = {"task": task, "gamma": gamma, "accuracy": float(np.mean([r["accuracy"] for r in results])),
                       "accuracies": [r["accuracy"] for r in results], "predicted": predicted.tolist(),

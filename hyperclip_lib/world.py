@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .config import WorldConfig
-from .metavqa import image_name
+from .metavqa import annotation_file, image_dir, image_name, prompt_file, question_file
 from .store import atomic_write_json
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
@@ -159,7 +159,7 @@ LOCATION_FILTERS = {"on the left": lambda o, g: o.col == 0, "on the right": lamb
                     "at the top": lambda o, g: o.row == 0, "at the bottom": lambda o, g: o.row == g - 1}
 
 
-def _related(objects, ref: SceneObject, relation: str) -> list[SceneObject]:
+def related_objects(objects, ref: SceneObject, relation: str) -> list[SceneObject]:
     drow, dcol = RELATIONS[relation]
     if drow == 0:
         return [o for o in objects if o.row == ref.row and (o.col - ref.col) * dcol > 0]
@@ -190,6 +190,11 @@ def question_family(question: str) -> str | None:
             if re.fullmatch(re.escape(phrasing).replace(re.escape("{s}"), ".+"), question):
                 return family
     return None
+
+
+def question_label(question: str) -> str:
+    """A short label to group questions by in plots: the world's question family, else the first two words."""
+    return question_family(question) or " ".join(question.split()[:2])
 
 
 def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, str, str, str, str]]:
@@ -235,7 +240,7 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
         for shape in SHAPES:
             for size in (None, *SIZES):
                 ref = unique(lambda o: o.shape == shape and (size is None or o.size == size))
-                near = _related(objects, ref, relation) if ref else []
+                near = related_objects(objects, ref, relation) if ref else []
                 if len(near) == 1:
                     subject = f"{relation} the {_phrase(size=size, shape=shape)}"
                     ask("relation-color", subject, near[0].color)
@@ -270,7 +275,7 @@ def generate_world(cfg: WorldConfig, root: Path) -> dict:
     n_train = cfg.n_images - round(cfg.n_images * cfg.val_fraction)
     splits = {"train2014": range(1, n_train + 1), "val2014": range(n_train + 1, cfg.n_images + 1)}
     for split, image_ids in splits.items():
-        img_dir = root / "Images" / "mscoco" / split
+        img_dir = image_dir(root, split)
         img_dir.mkdir(parents=True, exist_ok=True)
         questions, annotations = [], []
         for image_id in tqdm(image_ids, desc=f"world {split}", leave=False):
@@ -295,68 +300,11 @@ def generate_world(cfg: WorldConfig, root: Path) -> dict:
                     "answer_type": answer_type, "multiple_choice_answer": answer,
                     "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": i + 1} for i in range(10)],
                 })
-        atomic_write_json(root / "Questions" / f"v2_OpenEnded_mscoco_{split}_questions.json",
+        atomic_write_json(question_file(root, split),
                           {"task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": split,
                            "questions": questions})
-        atomic_write_json(root / "Annotations" / f"v2_mscoco_{split}_annotations.json",
+        atomic_write_json(annotation_file(root, split),
                           {"data_type": "mscoco", "data_subtype": split, "annotations": annotations})
-    atomic_write_json(root / "Annotations" / "prompt_meta.json", templates)
+    atomic_write_json(prompt_file(root), templates)
     return {"images": cfg.n_images, "questions": sum(asked.values()), "distinct_questions": len(asked),
             "by_family": dict(families)}
-
-
-def world_image_stream(cfg: WorldConfig, seed: int, moved_twins: bool = False):
-    """An endless stream of (image, objects) from a seed of its own, disjoint from the VQA files:
-    the world CLIP is pretrained on these, as real CLIP is pretrained on images outside VQA.
-
-    With `moved_twins`, scenes come in pairs: the same objects, then the same objects in other
-    cells. In one contrastive batch the twins are hard negatives that differ only in where things
-    are, so the image features must encode position, which attribute sets alone never require.
-    """
-    rng = np.random.default_rng([cfg.seed, 1, seed])
-    habits = world_habits(cfg)
-    while True:
-        objects = sample_scene(rng, cfg, habits)
-        yield render_scene(objects, cfg, rng), objects
-        if moved_twins:
-            cells = rng.choice(cfg.grid * cfg.grid, size=len(objects), replace=False)
-            moved = reading_order(SceneObject(o.shape, o.color, o.size, int(c) // cfg.grid, int(c) % cfg.grid)
-                                  for o, c in zip(objects, cells))
-            yield render_scene(moved, cfg, rng), moved
-
-
-def describe_object(o: SceneObject, grid: int) -> str:
-    return f"a {o.size} {o.color} {o.shape} at the {position_name(o.row, o.col, grid)}"
-
-
-def scene_description(objects: list[SceneObject], grid: int) -> str:
-    """Every object with its attributes and place, in reading order: the caption that binds them all."""
-    parts = [describe_object(o, grid) for o in reading_order(objects)]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def scene_captions(objects: list[SceneObject], grid: int, rng: np.random.Generator, k: int,
-                   full_scene_prob: float = 0.0) -> list[str]:
-    """k captions of a scene: the full description, or one object, a pairwise relation or a count."""
-    out = []
-    for _ in range(k):
-        o = objects[int(rng.integers(len(objects)))]
-        if rng.random() < full_scene_prob:
-            out.append(scene_description(objects, grid))
-            continue
-        kind = rng.choice(3, p=[0.5, 0.25, 0.25])   # one object with its place, a relation, a count
-        pairs = [(a, rel, b) for a in objects for b in objects if a is not b
-                 for rel in RELATIONS if a in _related(objects, b, rel)] if kind == 1 else []
-        if pairs:
-            a, rel, b = pairs[int(rng.integers(len(pairs)))]
-            out.append(f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}")
-        elif kind == 2:
-            attr = ("color", "shape")[int(rng.integers(2))]
-            value = getattr(o, attr)
-            n = sum(1 for x in objects if getattr(x, attr) == value)
-            noun = f"{value} objects" if attr == "color" else plural(value)
-            noun = noun if n > 1 else (f"{value} object" if attr == "color" else value)
-            out.append(f"{COUNT_WORDS[n]} {noun}")
-        else:
-            out.append(describe_object(o, grid))
-    return out

@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from hyperclip_lib.baselines import (floor_and_ceiling, load_records, run_baseline, run_baselines, save_record,
-                                     summary_table, table1, table4, training_pool)
 from hyperclip_lib.config import get_config, with_overrides
-from hyperclip_lib.pipeline import prepare
+from hyperclip_lib.records import floor_and_ceiling, load_records, save_record, summary_table, table1, table4
+from hyperclip_lib.stages import common
+from hyperclip_lib.stages.baselines import run_baseline, run_baselines, training_pool
+from hyperclip_lib.stages.data import prepare
 from hyperclip_lib.store import ArtifactStore
 
 
@@ -26,7 +27,7 @@ def test_a_run_is_a_complete_record_cached_and_repeatable(ci, tmp_path):
     rec = first.record
     assert rec["method"] == "Uncond. MNet-MAML" and rec["profile"] == "ci" and rec["seed"] == 0
     assert len(rec["per_task"]) == len(data.split.test)
-    assert rec["optimizer_steps"] == cfg.mnet_maml.epochs * -(-len(data.split.train) // cfg.base.meta_batch)
+    assert rec["kind"] == "baseline" and rec["details"]["optimizer_steps"] == cfg.mnet_maml.epochs * -(-len(data.split.train) // cfg.base.meta_batch)
     for metric in ("zero_shot", "few_shot"):
         assert 0 < rec[metric]["task_mean"] < 100 and 0 < rec[metric]["sample_weighted"] < 100
     assert {"torch", "python"} <= set(rec["versions"]) and len(rec["config_hash"]) == 16
@@ -49,7 +50,7 @@ def test_half_the_descriptors_halves_what_conditional_methods_train_on(ci, tmp_p
     assert len(training_pool(half, "Uncond. Multitask", n)) == n
     store = ArtifactStore(tmp_path)
     rec = run_baseline(half, "Cond. Multitask FiLM", data, features, store).record
-    assert rec["training_tasks"] == round(n / 2) and rec["descriptor_fraction"] == 0.5
+    assert rec["details"]["training_tasks"] == round(n / 2) and rec["descriptor_fraction"] == 0.5
     # Unconditional methods never read descriptors: one cached model serves every share.
     run_baseline(cfg, "Uncond. Multitask", data, features, store)
     run_baseline(half, "Uncond. Multitask", data, features, store)
@@ -81,3 +82,18 @@ def test_records_round_trip_and_tables_show_mean_and_spread(ci, tmp_path):
 def test_unknown_methods_are_named():
     with pytest.raises(KeyError, match="unknown method 'MAML\\+\\+'.*Cond. HNet-MAML"):
         training_pool(get_config("ci"), "MAML++", 10)
+
+
+def test_a_new_stage_version_rebuilds_instead_of_reusing(ci, tmp_path, monkeypatch):
+    """Cache keys carry a version of each stage's code, nested into every key built on it."""
+    cfg, data, features = ci
+    store = ArtifactStore(tmp_path)
+    run_baseline(cfg, "CLIP as base model", data, features, store)
+    run_baseline(cfg, "CLIP as base model", data, features, store)
+    assert len(list((tmp_path / "baseline").iterdir())) == 1
+    monkeypatch.setitem(common.STAGE_VERSIONS, "features", common.STAGE_VERSIONS["features"] + 1)
+    run_baseline(cfg, "CLIP as base model", data, features, store)   # an upstream stage changed: rebuilt
+    assert len(list((tmp_path / "baseline").iterdir())) == 2
+    monkeypatch.setitem(common.STAGE_VERSIONS, "baseline", common.STAGE_VERSIONS["baseline"] + 1)
+    run_baseline(cfg, "CLIP as base model", data, features, store)
+    assert len(list((tmp_path / "baseline").iterdir())) == 3

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hyperclip_lib.batch import Job, Run, execute, is_done, plan_run
+from hyperclip_lib.batch import Job, execute, is_done, plan_run
 
 REPO = Path(__file__).resolve().parent.parent
-TIMING_FIELDS = {"train_s", "wall_s", "sample_s", "guidance_s"}
+TIMING_FIELDS = {"timings"}   # seconds differ from run to run; everything else must not
 
 
 def test_the_plan_covers_every_notebook_seed_and_share(tmp_path):

@@ -8,11 +8,16 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel
 
 from hyperclip_lib.config import get_config
 from hyperclip_lib.encoders import (FrozenTextCache, images_to_tensor, load_world_clip,
                                     minilm_path, open_clip_encoder, train_world_clip, world_clip_preprocess)
 from hyperclip_lib.features import FeatureMismatchError, FeatureStore
+from hyperclip_lib.stages.data import ensure_data, ensure_features
+from hyperclip_lib.store import ArtifactStore
+from hyperclip_lib.world import generate_world
 
 TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
@@ -57,7 +62,6 @@ def ci_cfg():
 
 
 def test_world_clip_text_tower_is_minilm_and_stays_frozen(ci_cfg, tmp_path):
-    from transformers import AutoModel
     reference = AutoModel.from_pretrained(str(minilm_path()))
     history = train_world_clip(ci_cfg.world_clip, ci_cfg.world, tmp_path)
     assert len(history["loss"]) == 3 and all(np.isfinite(history["loss"]))
@@ -69,7 +73,6 @@ def test_world_clip_text_tower_is_minilm_and_stays_frozen(ci_cfg, tmp_path):
         if k in ref:
             assert torch.equal(v, ref[k]), f"text tower weight {k} changed"
     # the frozen tower's mean-pooled output is MiniLM's sentence embedding (which the package normalises)
-    from sentence_transformers import SentenceTransformer
     st = SentenceTransformer(str(minilm_path()), device="cpu")
     sentences = ["the small star is red.", "there are two blue squares."]
     pooled = FrozenTextCache(model, enc.tokenizer).pooled(sentences)
@@ -113,9 +116,6 @@ def test_feature_store_refuses_other_encoders_and_dimensions(tmp_path):
 
 def test_a_vqa_folder_with_an_open_clip_model_goes_through_the_whole_pipeline(tiny_open_clip, tmp_path):
     """The real-Meta-VQA path: a VQA v2 folder (here a small world) + an open_clip model, cached features."""
-    from hyperclip_lib.pipeline import ensure_data, ensure_features
-    from hyperclip_lib.store import ArtifactStore
-    from hyperclip_lib.world import generate_world
     world = get_config("ci", {"world.n_images": 150, "world.max_per_question": 200}).world
     generate_world(world, tmp_path / "vqa")
     cfg = get_config("ci", {"data.vqa_root": str(tmp_path / "vqa"), "encoder.model": tiny_open_clip,

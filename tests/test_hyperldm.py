@@ -6,13 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hyperclip_lib.adapter import AdapterSpec
-from hyperclip_lib.generators import LatentGenerator
-from hyperclip_lib.hyperldm import (HyperLDMNet, TrainedLDM, guided_noise, make_scheduler, parse_gammas, sample,
-                                    train_ldm, update_ema)
-from hyperclip_lib.methods import AdapterFamily
+from hyperclip_lib.config import LDMConfig, get_config
+from hyperclip_lib.models.adapter import AdapterSpec
+from hyperclip_lib.models.families import AdapterFamily
+from hyperclip_lib.models.hvae import Standardizer
+from hyperclip_lib.models.hyperldm import (HyperLDMNet, TrainedLDM, guided_noise, make_scheduler, sample, train_ldm,
+                                           update_ema)
+from hyperclip_lib.models.latent import LatentGenerator
 from hyperclip_lib.widgets import GammaExplorer
-from test_meta import toy_tasks
 
 
 def test_add_noise_is_the_closed_form_of_the_papers_linear_schedule():
@@ -65,7 +66,7 @@ def test_sampling_with_a_perfect_noise_predictor_recovers_a_gaussian(kind, steps
     sched = make_scheduler(kind, 350, 1e-4, 0.06)
     m, v = 1.5, 0.25
     perfect = PerfectGaussianNoise(sched.alphas_cumprod, m, v)
-    ldm = TrainedLDM(net=None, ema=perfect, mean=torch.zeros(1), std=torch.ones(1), history={})
+    ldm = TrainedLDM(net=None, ema=perfect, scale=Standardizer(torch.zeros(1), torch.ones(1)), history={})
     z = sample(ldm, torch.zeros(20_000, 2), torch.ones(20_000), sched, steps, torch.Generator().manual_seed(0))
     assert z.mean().item() == pytest.approx(m, abs=0.02)
     assert z.var().item() == pytest.approx(v, rel=var_tolerance)
@@ -76,7 +77,7 @@ def test_sampling_uses_the_ema_weights_and_the_ema_follows_its_formula():
     torch.manual_seed(0)
     net, ema = HyperLDMNet(2, 3, (8, 8, 8), 4), HyperLDMNet(2, 3, (8, 8, 8), 4)
     nn.init.normal_(ema.output.weight)
-    ldm = TrainedLDM(net, ema, torch.zeros(2), torch.ones(2), {})
+    ldm = TrainedLDM(net, ema, Standardizer(torch.zeros(2), torch.ones(2)), {})
     cond, gamma = torch.randn(4, 3), torch.ones(4)
     default = sample(ldm, cond, gamma, sched, 10, torch.Generator().manual_seed(1))
     torch.testing.assert_close(default, sample(ldm, cond, gamma, sched, 10, torch.Generator().manual_seed(1), net=ema))
@@ -94,9 +95,9 @@ def test_training_learns_a_condition_dependent_latent_distribution():
     task = torch.arange(2).repeat(300)
     latents = centers[task] + 0.3 * torch.randn(600, 2, generator=g)
     cond = torch.eye(2)[task]
-    sched = make_scheduler("ddpm", 100, 1e-4, 0.1)
-    ldm = train_ldm(latents, cond, torch.ones(600, dtype=torch.bool), (64, 64, 64), steps=1500, batch_size=128,
-                    lr=2e-3, cond_dropout=0.2, ema_decay=0.99, grad_clip=10.0, scheduler=sched, seed=0, time_dim=16)
+    L = LDMConfig(width1=64, width2=64, width3=64, time_dim=16, train_steps=100, beta_start=1e-4, beta_end=0.1,
+                  steps=1500, batch=128, lr=2e-3, cond_dropout=0.2, ema_decay=0.99, grad_clip=10.0)
+    ldm = train_ldm(latents, cond, torch.ones(600, dtype=torch.bool), L, seed=0)
     assert sum(ldm.history["loss"][-100:]) < sum(ldm.history["loss"][:100])
     z = sample(ldm, torch.eye(2).repeat_interleave(200, 0), torch.full((400,), 1.5), make_scheduler("ddim", 100, 1e-4, 0.1),
                25, torch.Generator().manual_seed(1))
@@ -105,12 +106,25 @@ def test_training_learns_a_condition_dependent_latent_distribution():
 
 
 def test_gammas_parse_and_bad_ones_are_named():
-    assert parse_gammas("0, 1,1.5") == [0.0, 1.0, 1.5]
+    assert get_config("ci", {"ldm.gammas": "0, 1,1.5"}).ldm.gammas == (0.0, 1.0, 1.5)
+    assert get_config("ci", {"ldm.gammas": [0, 2]}).ldm.gammas == (0.0, 2.0)   # papermill passes lists
     with pytest.raises(ValueError, match="ldm.gammas"):
-        parse_gammas("1,high")
+        get_config("ci", {"ldm.gammas": "1,high"})
 
 
-def test_gamma_slider_redraws_for_the_gamma_it_was_given():
+def test_a_trained_ldm_round_trips_through_its_state_dict():
+    latents, cond = torch.randn(40, 3), torch.randn(40, 5)
+    L = LDMConfig(width1=8, width2=16, width3=8, time_dim=6, train_steps=20, steps=5, batch=8)
+    ldm = train_ldm(latents, cond, torch.ones(40, dtype=torch.bool), L, seed=0)
+    loaded = TrainedLDM.from_state_dict(ldm.state_dict(), L, cond_dim=5, history=ldm.history)
+    sched = make_scheduler("ddim", 20, L.beta_start, L.beta_end)
+    args = (cond[:6], torch.full((6,), 1.5), sched, 5)
+    torch.testing.assert_close(sample(loaded, *args, torch.Generator().manual_seed(2)),
+                               sample(ldm, *args, torch.Generator().manual_seed(2)))
+    torch.testing.assert_close(loaded.scale.mean, latents.mean(0))
+
+
+def test_gamma_slider_redraws_for_the_gamma_it_was_given(toy_tasks):
     tasks = toy_tasks(4)
     spec = AdapterSpec(8, 4)
     A = torch.randn(2, spec.n_params, generator=torch.Generator().manual_seed(0)) * 0.5

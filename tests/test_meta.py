@@ -9,33 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from hyperclip_lib.adapter import AdapterSpec, adapter_logits
+from hyperclip_lib.models.adapter import AdapterSpec, adapter_logits
 from hyperclip_lib.config import BaseModelConfig, MethodConfig
-from hyperclip_lib.meta import adapt, clipped_step, evaluate, meta_loss, train
-from hyperclip_lib.methods import RECIPES, AdapterFamily, FiLMFamily, HyperNetFamily, make_family, task_losses
-from hyperclip_lib.taskdata import Batch, TaskTensors, described_tasks
-
-
-def toy_tasks(n_tasks: int, dim: int = 8, n_concepts: int = 4, seed: int = 0, rule_seed: int = 99) -> TaskTensors:
-    """Tasks sharing one hidden rule: an image's label is the answer whose embedding best matches
-    M·x for a fixed random M. Plain CLIP (M = I) is near chance; one shared adapter can learn M."""
-    g, rule = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(rule_seed)
-    M = torch.linalg.qr(torch.randn(dim, dim, generator=rule))[0]
-    concepts = F.normalize(torch.randn(n_concepts, dim, generator=rule), dim=-1)
-    n_images, n = 400, 30
-    images = F.normalize(torch.randn(n_images, dim, generator=g), dim=-1)
-    n_answers = torch.randint(2, n_concepts + 1, (n_tasks,), generator=g)
-    answers = torch.zeros(n_tasks, n_concepts, dim)
-    answer_mask = torch.arange(n_concepts)[None] < n_answers[:, None]
-    image_index = torch.randint(0, n_images, (n_tasks, n), generator=g)
-    labels = torch.zeros(n_tasks, n, dtype=torch.long)
-    for t in range(n_tasks):
-        chosen = torch.randperm(n_concepts, generator=g)[:int(n_answers[t])]
-        answers[t, :len(chosen)] = concepts[chosen]
-        labels[t] = (images[image_index[t]] @ M.T @ concepts[chosen].T).argmax(-1)
-    sizes = torch.randint(20, n + 1, (n_tasks,), generator=g)
-    return TaskTensors([f"toy {t}" for t in range(n_tasks)], images, image_index, labels, sizes,
-                       (sizes * 0.7).round().long(), answers, answer_mask, F.normalize(torch.randn(n_tasks, 6, generator=g), dim=-1))
+from hyperclip_lib.maml import adapt, clipped_step, evaluate, meta_loss, train
+from hyperclip_lib.models.families import RECIPES, AdapterFamily, FiLMFamily, HyperNetFamily, make_family, task_losses
+from hyperclip_lib.taskdata import Batch, described_tasks
 
 
 def leaf_params(family, seed=0, dtype=torch.float32):
@@ -48,7 +26,7 @@ def as_dtype(batch: Batch, dtype) -> Batch:
 
 # --- task tensors -------------------------------------------------------------------------------
 
-def test_random_draws_split_each_task_into_disjoint_support_and_query_within_its_samples():
+def test_random_draws_split_each_task_into_disjoint_support_and_query_within_its_samples(toy_tasks):
     tasks = toy_tasks(6)
     batch = tasks.sample_batch(torch.arange(6), samples_per_task=24, support_fraction=0.7,
                                generator=torch.Generator().manual_seed(0))
@@ -87,7 +65,7 @@ def plain_maml_gradient(spec, W0, tasks: Batch, steps: int, lr: float) -> torch.
     return W0.grad
 
 
-def test_batched_maml_meta_gradient_equals_plain_autograd_on_ragged_tasks():
+def test_batched_maml_meta_gradient_equals_plain_autograd_on_ragged_tasks(toy_tasks):
     spec = AdapterSpec(8, 5)
     family = AdapterFamily(spec)
     params = leaf_params(family, dtype=torch.float64)
@@ -100,7 +78,7 @@ def test_batched_maml_meta_gradient_equals_plain_autograd_on_ragged_tasks():
     torch.testing.assert_close(params["W"].grad, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_fomaml_differs_from_maml_exactly_by_the_second_order_term():
+def test_fomaml_differs_from_maml_exactly_by_the_second_order_term(toy_tasks):
     """One inner step: ∇_MAML = (I − lr·H_s) ∇L_q(W₁) and ∇_FOMAML = ∇L_q(W₁), H_s the support Hessian."""
     spec, lr = AdapterSpec(6, 4), 0.1
     family = AdapterFamily(spec)
@@ -126,7 +104,7 @@ def test_fomaml_differs_from_maml_exactly_by_the_second_order_term():
     assert (grads["maml"] - grads["fomaml"]).abs().max() > 1e-6
 
 
-def test_each_task_stops_after_its_own_number_of_inner_steps():
+def test_each_task_stops_after_its_own_number_of_inner_steps(toy_tasks):
     spec = AdapterSpec(8, 5)
     family = AdapterFamily(spec)
     params = leaf_params(family)
@@ -153,7 +131,7 @@ def test_gradient_clipping_happens_before_the_optimiser_step():
 
 # --- the families --------------------------------------------------------------------------------
 
-def test_hypernetworks_make_adapter_weights_of_the_right_shape_and_scale():
+def test_hypernetworks_make_adapter_weights_of_the_right_shape_and_scale(toy_tasks):
     spec = AdapterSpec(32, 16)
     batch = toy_tasks(4, dim=32).fixed_batch(torch.arange(4))
     for family in (HyperNetFamily(spec, 64, 128, conditional=False), HyperNetFamily(spec, 6, 128, conditional=True)):
@@ -171,7 +149,7 @@ def test_hypernetworks_make_adapter_weights_of_the_right_shape_and_scale():
     assert torch.equal(W[0], W[3])   # one z⁰ for every task
 
 
-def test_film_starts_as_the_plain_adapter_and_then_depends_on_the_question():
+def test_film_starts_as_the_plain_adapter_and_then_depends_on_the_question(toy_tasks):
     spec = AdapterSpec(8, 5)
     family = FiLMFamily(spec, text_dim=6)
     params = leaf_params(family)
@@ -200,7 +178,7 @@ def toy_setup(method: str):
     ("Uncond. Multitask", MethodConfig(epochs=40, lr=1e-2, inner_lr=0.05)),
     ("Uncond. MNet-MAML", MethodConfig(epochs=25, lr=1e-2, inner_lr=0.05, inner_steps_max=3)),
 ])
-def test_multitask_and_maml_beat_chance_on_held_out_toy_tasks(method, cfg):
+def test_multitask_and_maml_beat_chance_on_held_out_toy_tasks(method, cfg, toy_tasks):
     family, base = toy_setup(method)
     train_tasks, test_tasks = toy_tasks(48, seed=0), toy_tasks(24, seed=1)
     params = leaf_params(family)
@@ -214,7 +192,7 @@ def test_multitask_and_maml_beat_chance_on_held_out_toy_tasks(method, cfg):
     assert few > chance + 20
 
 
-def test_conditional_training_never_reads_a_hidden_descriptor():
+def test_conditional_training_never_reads_a_hidden_descriptor(toy_tasks):
     method = "Cond. Multitask"
     family, base = toy_setup(method)
     train_tasks = toy_tasks(40)
@@ -233,7 +211,7 @@ def test_conditional_training_never_reads_a_hidden_descriptor():
         assert all(math.isfinite(x) for x in history["loss"])
 
 
-def test_training_clips_every_step_it_takes():
+def test_training_clips_every_step_it_takes(toy_tasks):
     family, base = toy_setup("Uncond. Multitask")
     base = dataclasses.replace(base, grad_clip=1e-3)
     params = leaf_params(family)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .adapter import AdapterSpec, adapter_logits
-from .taskdata import Batch
+from ..taskdata import Batch
 
 MASKED_LOGIT = -1e4   # padded answers: exp() underflows to exactly 0, gradients stay finite
 
@@ -146,11 +146,11 @@ class Recipe:
     family: str          # "adapter" | "clip" | "hypernet" | "cond_hypernet" | "film"
     conditional: bool
     training: str        # "none" | "multitask" | "maml" | "fomaml"
-    section: str | None  # Config section holding its Table 3 row
+    section: str         # Config section holding its Table 3 row (CLIP's: only the few-shot lr)
 
 
 RECIPES: dict[str, Recipe] = {
-    "CLIP as base model": Recipe("clip", False, "none", "mnet_maml"),
+    "CLIP as base model": Recipe("clip", False, "none", "clip"),
     "Uncond. Multitask": Recipe("adapter", False, "multitask", "multitask"),
     "Uncond. MNet-MAML": Recipe("adapter", False, "maml", "mnet_maml"),
     "Uncond. MNet-FOMAML": Recipe("adapter", False, "fomaml", "mnet_fomaml"),

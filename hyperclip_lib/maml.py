@@ -1,4 +1,5 @@
-"""Adaptation A_T, MAML/FOMAML/multitask training and zero-/few-shot evaluation, batched over tasks.
+"""Adaptation A_T, MAML/FOMAML/multitask training, zero-/few-shot evaluation and the fine-tuned-weights
+datasets, all batched over tasks.
 
 The base model is written for a leading task axis, and tasks share no inner variable, so the
 gradient of the *sum* of per-task support losses with respect to φ [B, ...] is every task's own
@@ -10,12 +11,13 @@ inner gradients are constants and only the identity path φ⁰ → φ_k carries 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from .config import BaseModelConfig, MethodConfig
-from .methods import Family, task_accuracies, task_losses
+from .models.families import AdapterFamily, Family, task_accuracies, task_losses
 from .taskdata import Batch, TaskTensors
 
 
@@ -81,13 +83,6 @@ def evaluate(family: Family, params: dict, tasks: TaskTensors, cfg: BaseModelCon
     return out
 
 
-def summarize_accuracy(per_task: torch.Tensor, n_query: torch.Tensor) -> dict[str, float]:
-    """The task mean (as the paper reports) and the sample-weighted mean."""
-    n = n_query.double()
-    return {"task_mean": per_task.double().mean().item(),
-            "sample_weighted": (per_task.double() * n).sum().item() / n.sum().item()}
-
-
 def train(family: Family, params: dict, training: str, method_cfg: MethodConfig, cfg: BaseModelConfig,
           train_tasks: TaskTensors, pool: torch.Tensor, seed: int, test_tasks: TaskTensors | None = None,
           desc: str = "train") -> dict:
@@ -97,7 +92,7 @@ def train(family: Family, params: dict, training: str, method_cfg: MethodConfig,
     history = {"step": [], "loss": [], "grad_norm": [], "curve_step": [], "curve_zero_shot": []}
     if training == "none":
         return history
-    generator = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     leaves = list(params.values())
     optimizer = torch.optim.Adam(leaves, lr=method_cfg.lr)
     per_epoch = math.ceil(len(pool) / cfg.meta_batch)
@@ -106,11 +101,11 @@ def train(family: Family, params: dict, training: str, method_cfg: MethodConfig,
     step = 0
     with tqdm(total=total, desc=desc, leave=False) as bar:
         for _ in range(method_cfg.epochs):
-            order = pool[torch.randperm(len(pool), generator=generator)]
+            order = pool[torch.randperm(len(pool), generator=rng)]
             for idx in order.split(cfg.meta_batch):
-                batch = train_tasks.sample_batch(idx, cfg.samples_per_task, cfg.support_fraction, generator)
+                batch = train_tasks.sample_batch(idx, cfg.samples_per_task, cfg.support_fraction, rng)
                 steps = torch.randint(method_cfg.inner_steps_min, method_cfg.inner_steps_max + 1, (len(idx),),
-                                      generator=generator)
+                                      generator=rng)
                 loss = meta_loss(family, params, batch, training, steps, method_cfg.inner_lr)
                 optimizer.zero_grad()
                 loss.backward()
@@ -126,3 +121,49 @@ def train(family: Family, params: dict, training: str, method_cfg: MethodConfig,
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
     return history
+
+
+@dataclass
+class FineTuned:
+    """Adapted networks: row m came from task `task[m]` of its split."""
+    task: torch.Tensor      # [M]
+    latent: torch.Tensor    # [M, Z] the adapted variable (z for the HNet, W itself for the MNet)
+    weights: torch.Tensor   # [M, P] the adapter weights it gives
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "latent": self.latent, "weights": self.weights}
+
+
+def finetune_dataset(family: Family, params: dict, tasks: TaskTensors, per_task: int, steps: int, lr: float,
+                     base: BaseModelConfig, seed: int, random_splits: bool = True,
+                     desc: str = "fine-tune") -> FineTuned:
+    """`per_task` adaptations of every task, batched over tasks: many (task, adapted z or W) samples for
+    HyperCLIP, the HVAE and HyperLDM (A.6). With `random_splits`, each adapts on a fresh random 70% of the
+    task's data (as training tasks); otherwise on the fixed support set."""
+    rng = torch.Generator().manual_seed(seed)
+    rows = torch.arange(len(tasks)).repeat(per_task)
+    task, latent, weights = [], [], []
+    for idx in tqdm(rows.split(base.eval_tasks), desc=desc, leave=False):
+        batch = (tasks.sample_batch(idx, None, base.support_fraction, rng) if random_splits
+                 else tasks.fixed_batch(idx))
+        with torch.no_grad():
+            phi0 = family.start(params, batch)
+        phi = adapt(family, params, phi0.detach(), batch, steps, lr).detach()
+        with torch.no_grad():
+            latent.append(phi)
+            weights.append(family.weights(params, phi))
+        task.append(idx)
+    return FineTuned(torch.cat(task), torch.cat(latent), torch.cat(weights))
+
+
+def weights_accuracy(adapter: AdapterFamily, weights: torch.Tensor, tasks: TaskTensors, task: torch.Tensor,
+                     chunk: int = 256) -> torch.Tensor:
+    """Query accuracy (%) of adapter weights `weights[m]` on task `task[m]`'s fixed query set (the
+    adapter family's φ is the weights themselves, so it needs no meta-parameters)."""
+    out = []
+    for rows in torch.arange(len(task)).split(chunk):
+        batch = tasks.fixed_batch(task[rows])
+        with torch.no_grad():
+            logits = adapter.logits({}, weights[rows], batch.x, batch)
+            out.append(task_accuracies(logits, batch.labels, batch.query))
+    return torch.cat(out)

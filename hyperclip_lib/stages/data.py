@@ -1,6 +1,6 @@
-"""Stages, each a pure function of its config and its inputs, cached in the artifact store.
+"""Notebook 01's stages: the benchmark and its features.
 
-    world ──► Meta-VQA tasks ──► encoder ──► FeatureStore ──► calibration
+    world ──► Meta-VQA tasks ──► encoder ──► FeatureStore
 
 Every `ensure_*` returns what a notebook needs, building it only when its cached artifact is
 absent or broken, so any notebook can run alone and re-running is cheap.
@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import encoders
-from .config import Config
-from .features import FeatureStore
-from .metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
-                      load_meta_vqa, question_file, write_meta_vqa)
-from .store import ArtifactStore, config_hash
-from .world import generate_world, scene_config
+from .. import encoders
+from ..config import Config
+from ..features import FeatureStore
+from ..metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
+                       load_meta_vqa, prompt_file, question_file, write_meta_vqa)
+from ..store import ArtifactStore, config_hash
+from ..world import generate_world, scene_config
+from .common import stage_key
 
 
 @dataclass
@@ -33,7 +34,8 @@ class Data:
 
 def _source_id(cfg: Config, store: ArtifactStore) -> tuple[Path, dict]:
     if cfg.data.vqa_root is None:
-        root = store.ensure("world", dataclasses.asdict(cfg.world), lambda d: generate_world(cfg.world, d))
+        root = store.ensure("world", stage_key("world", world=dataclasses.asdict(cfg.world)),
+                            lambda d: generate_world(cfg.world, d))
         return root, {"world": root.name}
     root = Path(cfg.data.vqa_root).expanduser().resolve()
     files = [f(root, s) for s in SPLITS for f in (question_file, annotation_file)]
@@ -49,13 +51,13 @@ def ensure_data(cfg: Config, store: ArtifactStore | None = None) -> Data:
         meta_train, meta_test = load_meta_vqa(cfg.data.meta_dir)
         source = {**source, "meta_dir": str(Path(cfg.data.meta_dir).resolve())}
     else:
-        meta_cfg = {"source": source, "split_seed": cfg.data.split_seed}
+        meta_cfg = stage_key("metavqa", source=source, split_seed=cfg.data.split_seed)
         meta = store.ensure("metavqa", meta_cfg,
                             lambda d: write_meta_vqa(*build_meta_vqa(root, cfg.data.split_seed), d))
         meta_train, meta_test = load_meta_vqa(meta)
         source = {**source, "metavqa": meta.name}
-    prompt_file = root / "Annotations" / "prompt_meta.json"
-    templates = json.loads(prompt_file.read_text()) if prompt_file.exists() else {}
+    prompts = prompt_file(root)
+    templates = json.loads(prompts.read_text()) if prompts.exists() else {}
     return Data(root, TaskSplit.from_meta(meta_train, meta_test), templates, source)
 
 
@@ -69,8 +71,8 @@ def encoder_backend(cfg: Config) -> str:
 
 
 def world_clip_config(cfg: Config) -> dict:
-    return {"clip": dataclasses.asdict(cfg.world_clip), "scenes": scene_config(cfg.world),
-            "text_tower": encoders.MINILM_PACKAGE}
+    return stage_key("world_clip", clip=dataclasses.asdict(cfg.world_clip), scenes=scene_config(cfg.world),
+                     text_tower=encoders.MINILM_PACKAGE)
 
 
 def ensure_world_clip(cfg: Config, store: ArtifactStore | None = None) -> Path:
@@ -98,7 +100,8 @@ def features_key(cfg: Config, data: Data) -> dict:
     backend = encoder_backend(cfg)
     enc_key = (world_clip_config(cfg) if backend == "world_clip"
                else {"model": cfg.encoder.model, "pretrained": cfg.encoder.pretrained})
-    return {"data": data.source, "encoder": {backend: enc_key}, "prompt_template": cfg.encoder.prompt_template}
+    return stage_key("features", data=data.source, encoder={backend: enc_key},
+                     prompt_template=cfg.encoder.prompt_template)
 
 
 def ensure_features(cfg: Config, store: ArtifactStore | None = None, data: Data | None = None) -> FeatureStore:
