@@ -3,6 +3,7 @@
     hyperclip build-metavqa --vqa-root ROOT --out OUT [--check-images]
     hyperclip build-world --out DIR [--profile quick] [--set world.n_images=500]
     hyperclip prepare [--profile quick] [--set key=value ...]
+    hyperclip split-stats META_DIR [META_DIR ...] [--no-text]
     hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
                             [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
 """
@@ -19,7 +20,9 @@ from pathlib import Path
 from .batch import execute, plan_run, write_summary
 from .calibration import calibrate, summarize
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
-from .metavqa import PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, statistics_table, write_meta_vqa
+from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, load_meta_vqa, statistics_table,
+                      write_meta_vqa)
+from .splitstats import minilm_embedder, split_statistics
 from .stages.data import prepare
 from .world import generate_world
 
@@ -64,6 +67,21 @@ def cmd_prepare(args) -> int:
     floor = summary["CLIP as base model (zero-shot floor)"]["task_mean"]
     ceiling = summary["adapter fine-tuned on support (few-shot ceiling)"]["task_mean"]
     print(f"  gap ceiling - floor: {ceiling - floor:.2f} points")
+    return 0
+
+
+def cmd_split_stats(args) -> int:
+    """Label-only statistics of Meta-VQA splits side by side (leakage, priors, nearest questions, sizes)."""
+    embed = None if args.no_text else minilm_embedder()
+    columns = {}
+    for meta_dir in args.meta_dirs:
+        split = TaskSplit.from_meta(*load_meta_vqa(meta_dir))
+        columns[meta_dir] = split_statistics(split, embed)
+    names = list(dict.fromkeys(k for c in columns.values() for k in c))
+    width = max(map(len, names))
+    print(f"{'':{width}s}  " + "  ".join(f"{Path(d).name[-18:]:>18s}" for d in columns))
+    for name in names:
+        print(f"{name:{width}s}  " + "  ".join(f"{c.get(name, float('nan')):18.2f}" for c in columns.values()))
     return 0
 
 
@@ -115,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="build world, tasks, encoder and features; print statistics and calibration")
     _add_config_args(p)
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("split-stats", help="label-only statistics of Meta-VQA splits (folders holding "
+                       "meta_train.json / meta_test.json), side by side")
+    p.add_argument("meta_dirs", nargs="+", metavar="META_DIR")
+    p.add_argument("--no-text", action="store_true", help="leave out the rows that need MiniLM question embeddings")
+    p.set_defaults(func=cmd_split_stats)
 
     p = sub.add_parser("run-notebooks", help="execute every notebook with papermill into a run folder (resumable)")
     _add_config_args(p)
