@@ -6,14 +6,19 @@ also how ours and the paper's numbers are put on one scale (their benchmark is n
 """
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .records import (METHOD_ORDER, PAPER_FEW_SHOT, PAPER_FLOOR, PAPER_ZERO_SHOT, floor_and_ceiling, load_records,
-                      mean_sd, summary_table, table1, table4)
+from .records import (METHOD_ORDER, PAPER_CEILING, PAPER_FEW_SHOT, PAPER_FLOOR, PAPER_ZERO_SHOT, floor_and_ceiling,
+                      load_records, mean_sd, summary_table, table1, table4)
+from .world import question_label
 
 TABLE1_SHARES = (1.0, 0.5)
+BOOTSTRAP_SAMPLES = 2000
 FIG5B_METHODS = ("Cond. Multitask", "HVAE + HyperLDM γ=1.5")
 
 
@@ -81,19 +86,52 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _sd(values: list[float]) -> float:
-    return float(pd.Series(values).std()) if len(values) > 1 else 0.0
+@dataclass
+class Comparison:
+    """Method a minus method b on the same meta-test tasks and seeds: the mean difference of per-task
+    accuracies (points) and its 95% paired-bootstrap interval."""
+    a: float
+    b: float
+    diff: float
+    low: float
+    high: float
+    seeds: int
+    tasks: int
+
+    @property
+    def verdict(self) -> str:
+        """"yes" when the whole interval lies above 0, "no" when below, else "within noise"."""
+        return "yes" if self.low > 0 else "no" if self.high < 0 else "within noise"
+
+    def __str__(self) -> str:
+        return f"{self.a:.2f} vs {self.b:.2f} (Δ {self.diff:+.2f}, 95% CI [{self.low:+.2f}, {self.high:+.2f}])"
 
 
-def verdict(a: list[float], b: list[float]) -> str:
-    """Whether the mean of `a` exceeds that of `b` over seeds: "yes", "no", "within noise" when the
-    difference is no larger than the larger of the two s.d.s, or "n/a" when either is missing."""
-    if not a or not b:
-        return "n/a"
-    diff = _mean(a) - _mean(b)
-    if abs(diff) <= max(_sd(a), _sd(b)):
-        return "within noise"
-    return "yes" if diff > 0 else "no"
+def per_task_matrix(records: list[dict], method: str, share: float, metric: str) -> dict[int, dict[str, float]]:
+    """seed -> {question: accuracy} of one method, descriptor share and metric."""
+    return {r["seed"]: {q: t[metric] for q, t in r["per_task"].items()} for r in records
+            if r["method"] == method and r["descriptor_fraction"] == share and metric in r}
+
+
+def compare(records: list[dict], a: str, b: str, share: float = 1.0, metric_a: str = "zero_shot",
+            metric_b: str = "zero_shot", n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Comparison | None:
+    """Paired comparison over seeds × tasks: each (seed, task) difference pairs a's and b's accuracy on the
+    same task in the same seed. The bootstrap resamples seeds, then tasks, with replacement, so the interval
+    holds both sources of noise. None when a seed with both is missing."""
+    ra, rb = per_task_matrix(records, a, share, metric_a), per_task_matrix(records, b, share, metric_b)
+    seeds = sorted(ra.keys() & rb.keys())
+    if not seeds:
+        return None
+    questions = sorted(set.intersection(*(set(ra[s]) & set(rb[s]) for s in seeds)))
+    A = np.array([[ra[s][q] for q in questions] for s in seeds])
+    B = np.array([[rb[s][q] for q in questions] for s in seeds])
+    D = A - B
+    rng = np.random.default_rng(seed)
+    pick_seeds = rng.integers(len(seeds), size=(n_boot, len(seeds)))
+    pick_tasks = rng.integers(len(questions), size=(n_boot, len(questions)))
+    boot = D[pick_seeds[:, :, None], pick_tasks[:, None, :]].mean(axis=(1, 2))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return Comparison(A.mean(), B.mean(), D.mean(), float(low), float(high), len(seeds), len(questions))
 
 
 def paper_zs(method: str, share: str = "100%") -> str:
@@ -111,15 +149,18 @@ def paper_drop(method: str) -> float:
 
 def paper_claims(records: list[dict]) -> pd.DataFrame:
     """The paper's main claims (§6.2, Table 1, Table 4, Fig. 5), each tested on these records: what the
-    paper reports, what we measure (means over seeds), and whether the claim holds here."""
+    paper reports, what we measure, and whether the claim holds here. A claim that one method beats another
+    is judged by a paired bootstrap over seeds × tasks (`compare`): "yes"/"no" when the 95% interval of the
+    difference excludes 0, "within noise" when it does not."""
     floor, ceiling = floor_and_ceiling(records)
     rows = []
 
     def claim(text, paper, ours, holds):
         rows.append({"claim": text, "paper": paper, "ours": ours, "holds": holds})
 
-    def vs(a, b):
-        return f"{_mean(a):.2f} vs {_mean(b):.2f}"
+    def paired(text, paper, a, b, share=1.0, metric_b="zero_shot"):
+        result = compare(records, a, b, share, metric_b=metric_b)
+        claim(text, paper, str(result) if result else "", result.verdict if result else "n/a")
 
     zero = summary_table(table1_records(records), "zero_shot")
     full = zero[zero["descriptors"] == "100%"].set_index("method")["mean"]
@@ -129,32 +170,31 @@ def paper_claims(records: list[dict]) -> pd.DataFrame:
           f"all ≥ {min(paper_full.values()):.2f} vs {PAPER_FLOOR:.2f}",
           f"lowest {others.min():.2f} ({others.idxmin()}) vs {floor:.2f}" if len(others) else "",
           ("yes" if (others > floor).all() else "no") if len(others) else "n/a")
+    claim("no zero-shot method reaches the few-shot ceiling (a sanity check: one that does has seen its task)",
+          f"best {max(paper_full.values()):.2f} vs {PAPER_CEILING:.2f}",
+          f"best {full.max():.2f} ({full.idxmax()}) vs {ceiling:.2f}", "yes" if full.max() < ceiling else "no")
     best = full.idxmax()
     claim("HVAE + HyperLDM γ=1.5 is the best zero-shot method", f"{paper_zs('HVAE + HyperLDM γ=1.5')}, best of Table 1",
           f"best: {best} {full.max():.2f}", "yes" if best == "HVAE + HyperLDM γ=1.5" else "no")
-    ldm = _values(records, "HVAE + HyperLDM γ=1.5")
-    claim("HVAE + HyperLDM γ=1.5 beats Cond. Multitask", paper_vs("HVAE + HyperLDM γ=1.5", "Cond. Multitask"),
-          vs(ldm, _values(records, "Cond. Multitask")), verdict(ldm, _values(records, "Cond. Multitask")))
+    paired("HVAE + HyperLDM γ=1.5 beats Cond. Multitask", paper_vs("HVAE + HyperLDM γ=1.5", "Cond. Multitask"),
+           "HVAE + HyperLDM γ=1.5", "Cond. Multitask")
     for gen in ("HNet", "HVAE"):
-        a, b = _values(records, f"{gen} + HyperLDM γ=1.5"), _values(records, f"{gen} + HyperCLIP Guidance")
-        claim(f"{gen}: HyperLDM γ=1.5 beats HyperCLIP guidance",
-              paper_vs(f"{gen} + HyperLDM γ=1.5", f"{gen} + HyperCLIP Guidance"), vs(a, b), verdict(a, b))
-    a, b = _values(records, "HVAE + HyperLDM γ=1.5"), _values(records, "HNet + HyperLDM γ=1.5")
-    claim("HyperLDM works better on the HVAE than on the HNet", paper_vs("HVAE + HyperLDM γ=1.5", "HNet + HyperLDM γ=1.5"),
-          vs(a, b), verdict(a, b))
+        paired(f"{gen}: HyperLDM γ=1.5 beats HyperCLIP guidance",
+               paper_vs(f"{gen} + HyperLDM γ=1.5", f"{gen} + HyperCLIP Guidance"),
+               f"{gen} + HyperLDM γ=1.5", f"{gen} + HyperCLIP Guidance")
+    paired("HyperLDM works better on the HVAE than on the HNet", paper_vs("HVAE + HyperLDM γ=1.5", "HNet + HyperLDM γ=1.5"),
+           "HVAE + HyperLDM γ=1.5", "HNet + HyperLDM γ=1.5")
     for gen, part in gamma_table(records).groupby("generator"):
         best_gamma = float(part.loc[part["mean"].idxmax(), "γ"])
         claim(f"{gen} + HyperLDM: the best guidance scale is above γ=1 (Fig. 5A)", "optimum at γ > 1",
               f"best γ = {best_gamma:g} ({part['mean'].max():.2f})", "yes" if best_gamma > 1 else "no")
     for gen in ("HNet", "HVAE"):
-        mine = [r for r in records if r.get("kind") == "guidance" and r["descriptor_fraction"] == 1.0
-                and r["method"].startswith(gen)]
-        if mine:
-            g = [r["zero_shot"]["task_mean"] for r in mine]
-            u = [r["unguided_zero_shot"]["task_mean"] for r in mine]
-            paper = (paper_vs("HNet + HyperCLIP Guidance", "Uncond. HNet-MAML") + " (HNet-MAML)" if gen == "HNet"
-                     else f"{paper_zs('HVAE + HyperCLIP Guidance')} (no unguided number)")
-            claim(f"HyperCLIP guidance improves on the unguided {gen}", paper, vs(g, u), verdict(g, u))
+        method = f"{gen} + HyperCLIP Guidance"
+        if per_task_matrix(records, method, 1.0, "unguided_zero_shot"):
+            paper = (paper_vs(method, "Uncond. HNet-MAML") + " (HNet-MAML)" if gen == "HNet"
+                     else f"{paper_zs(method)} (no unguided number)")
+            paired(f"HyperCLIP guidance improves on the unguided {gen}", paper, method, method,
+                   metric_b="unguided_zero_shot")
     lowest = min((r["descriptor_fraction"] for r in records if r["method"] in FIG5B_METHODS), default=1.0)
     if lowest < 1.0:
         cond = {share: _values(records, "Cond. Multitask", share) for share in (1.0, lowest)}
@@ -167,9 +207,11 @@ def paper_claims(records: list[dict]) -> pd.DataFrame:
               f"−{drop_cond:.2f} vs −{drop_ldm:.2f}",
               ("yes" if drop_cond > drop_ldm else "no") if known else "n/a")
         claim(f"HVAE + HyperLDM γ=1.5 is almost unaffected by keeping {share} of descriptors (< 1 point)",
-              f"at 50%: −{paper_drop('HVAE + HyperLDM γ=1.5'):.2f}", f"−{drop_ldm:.2f}", ("yes" if drop_ldm < 1 else "no") if known else "n/a")
-        claim(f"with {share} of descriptors HVAE + HyperLDM γ=1.5 beats Cond. Multitask (Fig. 5B)",
-              "at 50%: " + paper_vs("HVAE + HyperLDM γ=1.5", "Cond. Multitask", "50%"), vs(ldm[lowest], cond[lowest]), verdict(ldm[lowest], cond[lowest]))
+              f"at 50%: −{paper_drop('HVAE + HyperLDM γ=1.5'):.2f}", f"−{drop_ldm:.2f}",
+              ("yes" if drop_ldm < 1 else "no") if known else "n/a")
+        paired(f"with {share} of descriptors HVAE + HyperLDM γ=1.5 beats Cond. Multitask (Fig. 5B)",
+               "at 50%: " + paper_vs("HVAE + HyperLDM γ=1.5", "Cond. Multitask", "50%"),
+               "HVAE + HyperLDM γ=1.5", "Cond. Multitask", lowest)
     few = summary_table([r for r in records if r["descriptor_fraction"] == 1.0], "few_shot").set_index("method")["mean"]
     if len(few):
         best_paper = max(PAPER_FEW_SHOT, key=PAPER_FEW_SHOT.get)
@@ -178,6 +220,24 @@ def paper_claims(records: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table.attrs.update(floor=floor, ceiling=ceiling)
     return table
+
+
+def family_table(records: list[dict], share: float = 1.0, metric: str = "zero_shot") -> pd.DataFrame:
+    """Task-mean accuracy (%) per method and question family (the Shapes world's families; for other data
+    the question's first two words), averaged over seeds; the last row counts the tasks of each family."""
+    mine = [r for r in table1_records(records) if r["descriptor_fraction"] == share and metric in r]
+    if not mine:
+        return pd.DataFrame()
+    rows = {}
+    for r in mine:
+        for question, scores in r["per_task"].items():
+            rows.setdefault(r["method"], {}).setdefault(question_label(question), []).append(scores[metric])
+    table = pd.DataFrame({m: {f: float(np.mean(v)) for f, v in fams.items()} for m, fams in rows.items()}).T
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    table = table.loc[sorted(table.index, key=lambda m: order.get(m, len(order)))]
+    counts = Counter(question_label(q) for q in mine[0]["per_task"])
+    table.loc["tasks"] = [counts[f] for f in table.columns]
+    return table.round(2)
 
 
 def guidance_facts(records: list[dict]) -> pd.DataFrame:

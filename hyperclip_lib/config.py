@@ -106,7 +106,8 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Fine-tuned-weights datasets and the HVAE (Algorithm 8, A.6.1)."""
+    """Fine-tuned-weights datasets and the HVAE (Algorithm 8, A.6.1); built with the run's seed (`base.seed`),
+    so the spread over seeds includes the generators' own."""
     finetune_per_task: int = 4        # adaptations per task, each on a fresh random support split
     finetune_steps: int = 50          # paper: 50 (lr: the source method's inner lr, 0.01 MNet / 0.1 HNet)
     hvae_hidden1: int = 512           # paper: encoder 512, 256; decoder mirrored
@@ -118,7 +119,6 @@ class GeneratorConfig:
     hvae_batch: int = 32              # paper: 32
     hvae_clip: float = 1000.0         # gradient-norm clip, encoder and decoder separately (paper: 1000)
     hvae_kl_weight: float = 0.01      # β on the KL term; 1 collapsed the posterior here (decoded = mean weights)
-    seed: int = 0
 
 
 @dataclass(frozen=True)

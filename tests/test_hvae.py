@@ -41,7 +41,7 @@ def test_hvae_training_lowers_the_negative_elbo_on_low_dimensional_weights():
     W = codes @ torch.randn(2, 30, generator=g) + 0.01 * torch.randn(64, 30, generator=g)
     vae = HVAE(Standardizer.fit(W), (32, 16), 2, g)
     history = train_hvae(vae, W, torch.arange(64), GeneratorConfig(hvae_epochs=150, hvae_lr=3e-3, hvae_batch=16,
-                                                                   hvae_clip=1000.0, hvae_kl_weight=1.0, seed=0))
+                                                                   hvae_clip=1000.0, hvae_kl_weight=1.0), seed=0)
     first, last = sum(history["loss"][:8]) / 8, sum(history["loss"][-8:]) / 8
     assert last < 0.5 * first
     with torch.no_grad():

@@ -147,11 +147,11 @@ class HVAE(nn.Module):
         return vae.eval()
 
 
-def train_hvae(vae: HVAE, weights: torch.Tensor, task: torch.Tensor, g: GeneratorConfig) -> dict:
+def train_hvae(vae: HVAE, weights: torch.Tensor, task: torch.Tensor, g: GeneratorConfig, seed: int) -> dict:
     """Adam on the negative ELBO (β = `g.hvae_kl_weight` on the KL); each epoch is one pass over the tasks,
     one random sample of each (Algorithm 8); encoder and decoder gradients are clipped separately, before
     the step."""
-    rng = torch.Generator().manual_seed(g.seed)
+    rng = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(list(vae.encoder.parameters()) + list(vae.decoder.parameters()), lr=g.hvae_lr)
     by_task = [torch.nonzero(task == t).flatten() for t in task.unique()]
     history = {"step": [], "loss": [], "nll": [], "kl": []}

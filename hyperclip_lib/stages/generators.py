@@ -35,9 +35,9 @@ def _source(cfg: Config, source: str) -> tuple[str, float]:
 
 
 def generator_cfg(cfg: Config) -> Config:
-    """The config the generators are built with: pretrained once, with `generator.seed` (not the run's
-    seed) and on every task, so runs that vary the seed or the descriptor share reuse them."""
-    return with_overrides(cfg, {"base.seed": cfg.generator.seed, "base.descriptor_fraction": 1.0})
+    """The config the generators are built with: the run's seed, every task (an unconditional generator never
+    reads a descriptor), so runs that vary only the descriptor share reuse them."""
+    return with_overrides(cfg, {"base.descriptor_fraction": 1.0})
 
 
 def finetuned_key(cfg: Config, source: str, data: Data) -> dict:
@@ -45,7 +45,7 @@ def finetuned_key(cfg: Config, source: str, data: Data) -> dict:
     method, lr = _source(cfg, source)
     g = cfg.generator
     return stage_key("finetuned", source=baseline_key(cfg, method, data), per_task=g.finetune_per_task,
-                     steps=g.finetune_steps, lr=lr, seed=g.seed)
+                     steps=g.finetune_steps, lr=lr, seed=cfg.base.seed)
 
 
 def ensure_finetuned(cfg: Config, source: str, data: Data, features: FeatureStore,
@@ -73,9 +73,9 @@ def ensure_finetuned(cfg: Config, source: str, data: Data, features: FeatureStor
 
 
 def hvae_key(cfg: Config, data: Data) -> dict:
-    g = generator_cfg(cfg).generator
+    cfg = generator_cfg(cfg)
     return stage_key("hvae", finetuned=finetuned_key(cfg, "MNet", data),
-                     hvae={k: v for k, v in vars(g).items() if k.startswith("hvae") or k == "seed"})
+                     hvae={k: v for k, v in vars(cfg.generator).items() if k.startswith("hvae")}, seed=cfg.base.seed)
 
 
 def ensure_hvae(cfg: Config, data: Data, features: FeatureStore,
@@ -89,10 +89,10 @@ def ensure_hvae(cfg: Config, data: Data, features: FeatureStore,
 
     def build(folder):
         train_set = finetuned["train"]
-        coordinates = fit_coordinates(train_set.weights, g.hvae_pca_components, g.seed)
+        coordinates = fit_coordinates(train_set.weights, g.hvae_pca_components, cfg.base.seed)
         vae = HVAE(coordinates, (g.hvae_hidden1, g.hvae_hidden2), g.hvae_latent,
-                   torch.Generator().manual_seed(g.seed)).to(cfg.base.device)
-        history = train_hvae(vae, train_set.weights, train_set.task, g)
+                   torch.Generator().manual_seed(cfg.base.seed)).to(cfg.base.device)
+        history = train_hvae(vae, train_set.weights, train_set.task, g, cfg.base.seed)
         record = {}
         for split, tasks in (("train", data.split.train), ("test", data.split.test)):
             ft = finetuned[split]
