@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analysis import results_tables
-from .config import default_seeds
-from .store import atomic_write_bytes, atomic_write_json
+from .config import default_seeds, get_config
+from .runlock import RunFolder
+from .store import atomic_write_bytes, atomic_write_json, file_sha256
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # What Fig. 5B's extra descriptor shares run: its two methods (and CLIP, which defines the floor).
@@ -53,6 +55,8 @@ class Run:
     jobs: list[Job]
     command: str = ""
     finished: dict = field(default_factory=dict)   # job name -> {"fingerprint", "seconds", "at"}
+    records: dict = field(default_factory=dict)    # record file -> SHA-256, as the finished jobs left them
+    stale: list = field(default_factory=list)      # records missing or changed since then (all jobs rerun)
 
 
 def default_fractions(profile: str) -> tuple[list[float], list[float]]:
@@ -71,6 +75,11 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
     fig5b_fractions = list(fig5b_fractions) if fig5b_fractions is not None else extra_fractions
     if not seeds:
         raise ValueError("--seeds: expected at least one seed")
+    for flag, values in (("--seeds", seeds), ("--fractions", fractions), ("--fig5b-fractions", fig5b_fractions)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"{flag}: {twice[0]} is given more than once")
+    get_config(profile, overrides)   # a bad --set fails here, naming the key, before any notebook starts
     for f in fractions + fig5b_fractions:
         if not 0 < f <= 1:
             raise ValueError(f"--fractions/--fig5b-fractions: descriptor shares must lie in (0, 1], got {f}")
@@ -105,10 +114,19 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
     progress = out / "progress.json"
     if progress.exists():
         try:
-            run.finished = json.loads(progress.read_text())["finished"]
-        except (json.JSONDecodeError, KeyError) as e:
+            saved = json.loads(progress.read_text())
+        except json.JSONDecodeError as e:
             raise ValueError(f"{progress} is not a progress file written by this command ({e}); "
-                             "delete it to start the run afresh") from e
+                             "delete it to start the run afresh") from None
+        if not isinstance(saved, dict) or not isinstance(saved.get("finished"), dict) or not all(
+                isinstance(v, dict) and "fingerprint" in v for v in saved["finished"].values()):
+            raise ValueError(f"{progress} is not a progress file written by this command (expected "
+                             "{\"finished\": {job: {\"fingerprint\": ...}}}); delete it to start the run afresh")
+        run.finished, run.records = saved["finished"], saved.get("records", {})
+        run.stale = [name for name, sha in run.records.items() if not (out / "records" / name).exists()
+                     or file_sha256(out / "records" / name) != sha]
+        if run.stale:   # a record was deleted or changed after its notebook finished: run everything again
+            run.finished = {}
     return run
 
 
@@ -118,8 +136,9 @@ def is_done(run: Run, job: Job) -> bool:
         run.out / "notebooks" / f"{job.name}.ipynb").exists()
 
 
-def _run_job(run: Run, job: Job, threads: int, show_progress: bool) -> tuple[Job, float, int]:
-    """Execute one notebook in its own papermill process (its own kernel), logging to logs/NAME.log."""
+def _run_job(run: Run, job: Job, threads: int, show_progress: bool, folder: RunFolder) -> tuple[Job, float, int]:
+    """Execute one notebook in its own papermill process (its own kernel, in a process group of its own),
+    logging to logs/NAME.log and, with `show_progress`, to the terminal too."""
     target = run.out / "notebooks" / f"{job.name}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     log = run.out / "logs" / f"{job.name}.log"
@@ -133,21 +152,48 @@ def _run_job(run: Run, job: Job, threads: int, show_progress: bool) -> tuple[Job
            "--progress-bar" if show_progress else "--no-progress-bar"]
     start = time.perf_counter()
     with open(log, "w") as handle:
-        rc = subprocess.run(cmd, env=env, stdout=None if show_progress else handle,
-                            stderr=subprocess.STDOUT if not show_progress else None).returncode
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        folder.started(proc.pid)
+        for line in proc.stdout:
+            handle.write(line)
+            if show_progress:
+                sys.stdout.write(line)
+        rc = proc.wait()
+        folder.finished(proc.pid)
     if rc == 0:
         partial.replace(target)
+        target.with_name(f"{job.name}.FAILED.ipynb").unlink(missing_ok=True)   # an earlier try's, now superseded
     elif partial.exists():   # keep the failed notebook where the user will look for it, marked as failed
         partial.replace(target.with_name(f"{job.name}.FAILED.ipynb"))
     return job, time.perf_counter() - start, rc
 
 
 def _save_progress(run: Run) -> None:
-    atomic_write_json(run.out / "progress.json", {"profile": run.profile, "finished": run.finished}, indent=1)
+    run.records = {p.name: file_sha256(p) for p in sorted((run.out / "records").glob("*.json"))}
+    atomic_write_json(run.out / "progress.json", {"profile": run.profile, "finished": run.finished,
+                                                   "records": run.records}, indent=1)
+
+
+def _exit_on(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def execute(run: Run, jobs: int = 1, force: bool = False, log=print) -> dict[str, str]:
-    """Run every job not already done; returns job name -> "done" | "cached" | "failed" | "not run"."""
+    """Run every job not already done; returns job name -> "done" | "cached" | "failed" | "not run". Holds the
+    run folder's lock throughout; on SIGTERM, SIGHUP or Ctrl-C the running notebooks are stopped too."""
+    if run.stale:
+        log(f"[records] {', '.join(run.stale)} missing or changed since its notebook finished: running every notebook")
+    handlers = {sig: signal.signal(sig, _exit_on) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with RunFolder(run.out) as folder:
+            return _execute(run, jobs, force, log, folder)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[str, str]:
     status = {}
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     upstream_ran = False   # later notebooks read what earlier ones wrote: once one runs, the rest run too
@@ -166,7 +212,7 @@ def execute(run: Run, jobs: int = 1, force: bool = False, log=print) -> dict[str
         for job in todo:
             log(f"[start] {job.name} ({', '.join(f'{k}={v}' for k, v in job.parameters.items() if k in ('seeds', 'descriptor_fractions', 'methods', 'generators'))})")
         with ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool:
-            running = [pool.submit(_run_job, run, j, threads, jobs == 1) for j in todo]
+            running = [pool.submit(_run_job, run, j, threads, jobs == 1, folder) for j in todo]
             for future in as_completed(running):
                 job, seconds, rc = future.result()
                 if rc == 0:

@@ -22,6 +22,7 @@ from .calibration import calibrate, summarize
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
 from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, load_meta_vqa, statistics_table,
                       write_meta_vqa)
+from .runlock import RunFolderBusy
 from .splitstats import minilm_embedder, split_statistics
 from .stages.data import prepare
 from .world import generate_world
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return args.func(args)
-    except (MetaVQAError, KeyError, ValueError, FileNotFoundError) as e:
+    except (MetaVQAError, KeyError, ValueError, FileNotFoundError, RunFolderBusy) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"hyperclip {args.command}: error: {message}", file=sys.stderr)
         return 2

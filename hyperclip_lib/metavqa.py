@@ -46,27 +46,48 @@ def image_dir(root: os.PathLike, split: str) -> Path:
     return Path(root) / "Images" / "mscoco" / split
 
 
-def _load_json(path: Path, list_key: str) -> list:
+def read_json(path: Path):
+    """A JSON file's content; a MetaVQAError naming the file when it is missing, unreadable or not JSON."""
     if not path.exists():
         raise MetaVQAError(f"{path}: file not found (expected the VQA v2 layout under the root folder)")
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
     except json.JSONDecodeError as e:
         raise MetaVQAError(f"{path}: malformed JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise MetaVQAError(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:   # a directory, no permission, ...
+        raise MetaVQAError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _load_json(path: Path, list_key: str) -> list:
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get(list_key), list):
         raise MetaVQAError(f"{path}: expected a JSON object with a list under {list_key!r}")
     return data[list_key]
 
 
+FIELD_TYPES = {"question_id": int, "image_id": int, "question": str, "answer_type": str, "multiple_choice_answer": str}
+
+
 def _check_fields(path: Path, records: list, fields: tuple[str, ...], what: str) -> None:
+    """Every record an object with `fields` of the VQA v2 types, and no question id twice in one file."""
+    seen: set[int] = set()
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise MetaVQAError(f"{path}: {what} #{i} is not a JSON object: {rec!r}")
+        qid = rec.get("question_id", "?")
         for name in fields:
             if name not in rec:
-                qid = rec.get("question_id", "?")
                 raise MetaVQAError(f"{path}: {what} #{i} (question_id {qid}) lacks the field {name!r}")
+            kind = FIELD_TYPES[name]
+            if not isinstance(rec[name], kind) or isinstance(rec[name], bool):
+                raise MetaVQAError(f"{path}: {what} #{i} (question_id {qid!r}) has {name} {rec[name]!r}; "
+                                   f"expected {'an integer' if kind is int else 'a string'}")
+        if qid in seen:
+            raise MetaVQAError(f"{path}: {what} #{i} repeats question_id {qid}")
+        seen.add(qid)
 
 
 def read_vqa_split(root: os.PathLike, split: str) -> tuple[dict[int, dict], dict[int, str]]:
@@ -117,6 +138,10 @@ def build_meta_vqa(root: os.PathLike, seed: int = AUTHORS_SEED, check_images: bo
     """
     per_split = {split: read_vqa_split(root, split) for split in SPLITS}
     train_qa = per_split["train2014"][0]
+    shared = sorted(train_qa.keys() & per_split["val2014"][0].keys())
+    if shared:
+        raise MetaVQAError(f"{annotation_file(root, 'val2014')}: question_id {shared[0]} is also in "
+                           f"{annotation_file(root, 'train2014')} ({len(shared)} shared ids); VQA v2's ids are unique")
     merged_qa = {**train_qa, **per_split["val2014"][0]}   # as the authors: val wins on a shared id
 
     ids_by_question: dict[str, list[int]] = {}
@@ -162,6 +187,10 @@ def build_meta_vqa(root: os.PathLike, seed: int = AUTHORS_SEED, check_images: bo
     cut = round(len(order) * META_TRAIN_FRACTION)
     meta_test = {q: tasks[q] for q in order[cut:]}
     meta_train = {q: tasks[q] for q in order[:cut]}
+    if not tasks:
+        raise MetaVQAError(f"{root}: the Meta-VQA rules keep 0 question(s) (each needs > {MIN_SAMPLES_EXCLUSIVE} "
+                           f"samples and > {MIN_ANSWERS_EXCLUSIVE} answers seen twice, answer type number/other, no "
+                           f"word 'or'); nothing written")
     return meta_train, meta_test
 
 
@@ -179,8 +208,14 @@ def write_meta_vqa(meta_train: dict, meta_test: dict, out: os.PathLike) -> tuple
     """Write as the authors' script does (json.dump with default settings), each file atomically."""
     out = Path(out)
     paths = out / "meta_train.json", out / "meta_test.json"
-    atomic_write_bytes(paths[1], json.dumps(meta_test).encode())
-    atomic_write_bytes(paths[0], json.dumps(meta_train).encode())
+    try:
+        atomic_write_bytes(paths[1], json.dumps(meta_test).encode())
+        atomic_write_bytes(paths[0], json.dumps(meta_train).encode())
+    except OSError as e:
+        if out.is_dir():   # both files or neither
+            for path in paths:
+                path.unlink(missing_ok=True)
+        raise MetaVQAError(f"{out}: cannot write meta_train.json / meta_test.json there ({e.strerror or e})") from None
     return paths
 
 
@@ -189,23 +224,23 @@ def load_meta_vqa(meta_dir: os.PathLike) -> tuple[dict, dict]:
     out = []
     for name in ("meta_train.json", "meta_test.json"):
         path = Path(meta_dir) / name
-        if not path.exists():
-            raise MetaVQAError(f"{path}: file not found")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise MetaVQAError(f"{path}: malformed JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise MetaVQAError(f"{path}: expected an object mapping questions to tasks")
+        data = read_json(path)
+        if not isinstance(data, dict) or not data:
+            raise MetaVQAError(f"{path}: expected a non-empty object mapping questions to tasks")
         for question, task in data.items():
             for key in ("train", "test", "answers"):
-                if not isinstance(task, dict) or not isinstance(task.get(key), list):
-                    raise MetaVQAError(f"{path}: task {question!r} lacks a list under {key!r}")
+                if not isinstance(task, dict) or not isinstance(task.get(key), list) or not task[key]:
+                    raise MetaVQAError(f"{path}: task {question!r} lacks a non-empty list under {key!r}")
             for pair in task["train"] + task["test"]:
-                if not (isinstance(pair, list) and len(pair) == 2 and pair[1] in task["answers"]):
+                if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                        and pair[1] in task["answers"]):
                     raise MetaVQAError(f"{path}: task {question!r} has a sample {pair!r} that is not "
-                                       f"[image_name, answer] with an answer from its 'answers'")
+                                       f"[image_name, answer] with a string image name and an answer from its 'answers'")
         out.append(data)
+    leaked = sorted(out[0].keys() & out[1].keys())
+    if leaked:
+        raise MetaVQAError(f"{Path(meta_dir) / 'meta_test.json'}: {len(leaked)} question(s) are meta-train tasks too "
+                           f"(e.g. {leaked[0]!r}); a meta-test task must be unseen")
     return out[0], out[1]
 
 

@@ -3,11 +3,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from hyperclip_lib.batch import Job, execute, is_done, plan_run
+from hyperclip_lib.batch import Job, _save_progress, execute, is_done, plan_run
+from hyperclip_lib.runlock import RunFolder, RunFolderBusy
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING_FIELDS = {"timings"}   # seconds differ from run to run; everything else must not
@@ -37,16 +39,54 @@ def test_the_plan_covers_every_notebook_seed_and_share(tmp_path):
     ({"fractions": [1.5]}, r"\(0, 1\]"),
     ({"fig5b_fractions": [0.0]}, r"\(0, 1\]"),
     ({"fractions": []}, "--fractions"),
+    ({"seeds": [0, 0]}, "--seeds: 0 is given more than once"),
+    ({"fractions": [1.0, 0.5, 1.0]}, "--fractions: 1.0 is given more than once"),
 ])
 def test_bad_run_settings_are_named(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         plan_run("quick", tmp_path, **kwargs)
 
 
-def test_a_corrupt_progress_file_is_named(tmp_path):
-    (tmp_path / "progress.json").write_text("{not json")
+def test_a_bad_override_is_named_before_any_notebook_starts(tmp_path):
+    with pytest.raises(KeyError, match="nonexistent"):
+        plan_run("ci", tmp_path, overrides={"world.nonexistent": "1"})
+    with pytest.raises(ValueError, match="world.n_images"):
+        plan_run("ci", tmp_path, overrides={"world.n_images": "many"})
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"finished": []}', "null", '{"finished": {"01_dataset": 3}}'])
+def test_a_corrupt_progress_file_is_named(tmp_path, content):
+    (tmp_path / "progress.json").write_text(content)
     with pytest.raises(ValueError, match="progress.json"):
         plan_run("ci", tmp_path)
+
+
+def test_a_record_deleted_or_changed_after_its_run_makes_every_notebook_run_again(tmp_path):
+    run = plan_run("ci", tmp_path)
+    (tmp_path / "records").mkdir()
+    for name in ("a.json", "b.json"):
+        (tmp_path / "records" / name).write_text('{"method": "x"}')
+    run.finished = {j.name: {"fingerprint": j.fingerprint(), "seconds": 1.0, "at": "earlier"} for j in run.jobs}
+    _save_progress(run)
+    assert plan_run("ci", tmp_path).finished == run.finished and not plan_run("ci", tmp_path).stale
+    (tmp_path / "records" / "a.json").write_text('{"meth')   # truncated
+    (tmp_path / "records" / "b.json").unlink()
+    again = plan_run("ci", tmp_path)
+    assert again.stale == ["a.json", "b.json"] and again.finished == {}
+
+
+def test_a_second_batch_on_one_run_folder_is_refused_and_a_dead_ones_notebooks_are_stopped(tmp_path):
+    with RunFolder(tmp_path):
+        with pytest.raises(RunFolderBusy, match=f"in use by another.*pid.*{os.getpid()}"):
+            RunFolder(tmp_path).__enter__()
+    # a batch killed with -9 leaves its lock listing the process groups of its notebooks, still running
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (tmp_path / "run.lock").write_text(json.dumps({"pid": 999999, "groups": [orphan.pid]}))
+    (tmp_path / "notebooks").mkdir(exist_ok=True)
+    (tmp_path / "notebooks" / ".03_generators.ipynb.running").write_text("{}")
+    with RunFolder(tmp_path):
+        assert orphan.wait(timeout=10) is not None
+        assert not (tmp_path / "notebooks" / ".03_generators.ipynb.running").exists()
 
 
 def test_resume_skips_finished_jobs_until_something_before_them_reruns(tmp_path):
@@ -65,10 +105,12 @@ def test_resume_skips_finished_jobs_until_something_before_them_reruns(tmp_path)
     assert not is_done(run, run.jobs[-1])   # its executed notebook is gone
 
 
-def _batch(out: Path, home: Path) -> subprocess.CompletedProcess:
+def _batch(out: Path, home: Path, wait: bool = True):
     env = {**os.environ, "HYPERCLIP_HOME": str(home), "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci",
-                           "--out", str(out)], env=env, capture_output=True, text=True, cwd=REPO)
+    cmd = [sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci", "--out", str(out)]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
 
 
 def _numbers(records: Path) -> dict:
@@ -91,3 +133,20 @@ def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tm
 
     again = _batch(tmp_path / "a", tmp_path / "home_a")
     assert again.returncode == 0 and again.stdout.count("[skip]") == 6 and "[start]" not in again.stdout
+
+    # kill -9 mid-notebook (the cache is warm, so the run is quick): the rerun stops the orphaned notebook,
+    # and its records are those of an uninterrupted run
+    killed = _batch(tmp_path / "c", tmp_path / "home_a", wait=False)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "c" / "notebooks" / "01_dataset.ipynb").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    killed.kill()
+    killed.wait()
+    orphans = json.loads((tmp_path / "c" / "run.lock").read_text())["groups"]
+    rerun = _batch(tmp_path / "c", tmp_path / "home_a")
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert _numbers(tmp_path / "c" / "records") == a
+    for pgid in orphans:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)

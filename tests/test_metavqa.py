@@ -1,5 +1,6 @@
 """Every rule of the Meta-VQA builder, on hand-made VQA v2 files, and every bad-input case."""
 import json
+import os
 import random
 from pathlib import Path
 
@@ -213,7 +214,7 @@ def test_images_are_not_needed_without_check_images(tmp_path):
 def test_missing_files_and_bad_released_files_are_reported(tmp_path):
     with pytest.raises(MetaVQAError, match="file not found"):
         build_meta_vqa(tmp_path)
-    (tmp_path / "meta_train.json").write_text(json.dumps({"Q?": {"train": [["img", "zzz"]], "test": [],
+    (tmp_path / "meta_train.json").write_text(json.dumps({"Q?": {"train": [["img", "zzz"]], "test": [["i2", "a"]],
                                                                   "answers": ["a"]}}))
     (tmp_path / "meta_test.json").write_text("{}")
     with pytest.raises(MetaVQAError, match=r"meta_train.json: task 'Q\?' has a sample"):
@@ -229,3 +230,104 @@ def test_the_world_goes_through_the_same_builder_from_the_command_line(tmp_path,
     assert meta_train and meta_test and not set(meta_train) & set(meta_test)
     assert cli(["build-world", "--out", str(world), "--set", "world.nope=1"]) == 2
     assert "unknown config key 'world.nope'" in capsys.readouterr().err
+
+
+def _edit(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("null_question", "has question None; expected a string"),
+    ("int_question", "has question 7; expected a string"),
+    ("list_question_id", "has question_id [3]; expected an integer"),
+    ("int_answer", "has multiple_choice_answer 2; expected a string"),
+    ("duplicate_id", "repeats question_id 5"),
+    ("id_in_train_and_val", "question_id 1 is also in"),
+    ("not_utf8", "not UTF-8"),
+    ("directory", "cannot be read"),
+    ("nothing_kept", "keep 0 question(s)"),
+])
+def test_more_bad_input_is_named_and_leaves_no_output(tmp_path, capsys, breakage, message):
+    root = _good(tmp_path)
+    qfile = root / "Questions" / "v2_OpenEnded_mscoco_train2014_questions.json"
+    afile = root / "Annotations" / "v2_mscoco_train2014_annotations.json"
+    vfile = root / "Annotations" / "v2_mscoco_val2014_annotations.json"
+    if breakage == "null_question":
+        _edit(qfile, lambda d: d["questions"][2].update(question=None))
+    elif breakage == "int_question":
+        _edit(qfile, lambda d: d["questions"][2].update(question=7))
+    elif breakage == "list_question_id":
+        _edit(qfile, lambda d: d["questions"][2].update(question_id=[3]))
+    elif breakage == "int_answer":
+        _edit(afile, lambda d: d["annotations"][0].update(multiple_choice_answer=2))
+    elif breakage == "duplicate_id":
+        _edit(qfile, lambda d: d["questions"][5].update(question_id=5))   # #4 holds id 5 already
+    elif breakage == "id_in_train_and_val":
+        v = VQA()
+        v.add("val2014", "What is it?", 99, "a")   # question id 1, as the first train question
+        v.write(tmp_path / "val")
+        for kind in ("Questions/v2_OpenEnded_mscoco_val2014_questions.json", "Annotations/v2_mscoco_val2014_annotations.json"):
+            (root / kind).write_text((tmp_path / "val" / kind).read_text())
+    elif breakage == "not_utf8":
+        afile.write_bytes(b'{"annotations": ["\xff"]}')
+    elif breakage == "directory":
+        afile.unlink()
+        afile.mkdir()
+    elif breakage == "nothing_kept":
+        _edit(afile, lambda d: [a.update(answer_type="yes/no") for a in d["annotations"]])
+    out = tmp_path / "out"
+    assert _run_cli(root, out) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    named = {"null_question": qfile, "int_question": qfile, "list_question_id": qfile, "int_answer": afile,
+             "duplicate_id": qfile, "id_in_train_and_val": vfile, "not_utf8": afile, "directory": afile,
+             "nothing_kept": root}[breakage]
+    assert str(named) in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_out_path_that_is_a_file_is_named_and_outputs_get_normal_permissions(tmp_path, capsys):
+    root = _good(tmp_path)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    assert _run_cli(root, blocker / "meta") == 2
+    assert "cannot write meta_train.json" in capsys.readouterr().err
+    assert _run_cli(root, tmp_path / "out") == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out" / "meta_train.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("empty_task", "lacks a non-empty list under 'train'"),
+    ("empty_query", "lacks a non-empty list under 'test'"),
+    ("image_not_a_string", "with a string image name"),
+    ("leak", "are meta-train tasks too"),
+    ("empty_split", "expected a non-empty object"),
+])
+def test_a_broken_released_split_is_named(tmp_path, breakage, message):
+    v = VQA()
+    for k, question in enumerate(["What is it?", "What color is it?", "What shape is it?", "How many?"]):
+        v.many("train2014", question, "a", range(100 * k + 1, 100 * k + 13))
+        v.many("train2014", question, "b", range(100 * k + 13, 100 * k + 25))
+    meta_train, meta_test = build_meta_vqa(v.write(tmp_path / "vqa"))
+    load_meta_vqa(write_meta_vqa(meta_train, meta_test, tmp_path / "good")[0].parent)   # intact: loads
+    question, task = next(iter(meta_test.items()))
+    if breakage == "empty_task":
+        task["train"] = []
+    elif breakage == "empty_query":
+        task["test"] = []
+    elif breakage == "image_not_a_string":
+        task["train"][0][0] = 17
+    elif breakage == "leak":
+        meta_train[question] = task
+    elif breakage == "empty_split":
+        meta_test = {}
+    folder = tmp_path / "meta"
+    folder.mkdir()
+    (folder / "meta_train.json").write_text(json.dumps(meta_train))
+    (folder / "meta_test.json").write_text(json.dumps(meta_test))
+    with pytest.raises(MetaVQAError, match=message):
+        load_meta_vqa(folder)
