@@ -24,8 +24,8 @@ from hyperclip_lib.store import ArtifactStore
 from hyperclip_lib.taskdata import TaskTensors
 
 
-def quick_ldm_is_cached(cfg, name: str, data, store: ArtifactStore) -> bool:
-    return store.path("hyperldm", ldm_key(cfg, name, data)).exists()
+def quick_ldm_is_cached(cfg, name: str, data, features, store: ArtifactStore) -> bool:
+    return store.path("hyperldm", ldm_key(cfg, name, data, features)).exists()
 
 
 def main() -> None:
@@ -38,8 +38,8 @@ def main() -> None:
 
     store = ArtifactStore()
     cfg = get_config("quick")
-    data = prepare(cfg)["data"] if (store.root / "features").exists() else None
-    if data is None or not quick_ldm_is_cached(cfg, args.generator, data, store):
+    quick = prepare(cfg) if (store.root / "features").exists() else None
+    if quick is None or not quick_ldm_is_cached(cfg, args.generator, quick["data"], quick["features"], store):
         print("no cached quick HyperLDM: training one at the ci size now (run notebook 05 in quick for the real one)")
         cfg = get_config("ci")
     prepared = prepare(cfg)

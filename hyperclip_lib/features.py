@@ -51,12 +51,18 @@ class FeatureStore:
     def question(self, question: str) -> torch.Tensor:
         return self.question_embeddings[self._question_index[question]]
 
-    def require(self, encoder: dict | None = None, dim: int | None = None) -> "FeatureStore":
-        """Fail clearly when these features come from another encoder or have another width."""
+    def require(self, encoder: dict | None = None, dim: int | None = None,
+                name_prefix: str | None = None) -> "FeatureStore":
+        """Fail clearly when these features come from another encoder (its identity, or a name that does not
+        start with `name_prefix`) or have another width."""
         if encoder is not None and encoder.get("config_hash") != self.encoder["config_hash"]:
             raise FeatureMismatchError(
                 f"features were made by encoder {self.encoder['name']!r} but this stage expects "
                 f"{encoder.get('name')!r}; rebuild the features or the stage with one encoder")
+        if name_prefix is not None and not self.encoder["name"].startswith(name_prefix):
+            raise FeatureMismatchError(
+                f"features were made by encoder {self.encoder['name']!r} but this config's encoder is "
+                f"{name_prefix}...; rebuild the features with the config's encoder")
         if dim is not None and dim != self.dim:
             raise FeatureMismatchError(f"features have dimension {self.dim} (encoder {self.encoder['name']!r}) "
                                        f"but this stage expects dimension {dim}")

@@ -1,16 +1,21 @@
 """The baseline stage on the `ci` benchmark: records, caching, seeds, descriptor shares, tables."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import pytest
 
 from hyperclip_lib.config import get_config, with_overrides
+from hyperclip_lib.features import FeatureMismatchError
+from hyperclip_lib.metavqa import load_meta_vqa, write_meta_vqa
 from hyperclip_lib.records import floor_and_ceiling, load_records, save_record, summary_table, table1, table4
 from hyperclip_lib.stages import common
 from hyperclip_lib.stages.baselines import run_baseline, run_baselines, training_pool
-from hyperclip_lib.stages.data import prepare
+from hyperclip_lib.stages.data import ensure_data, prepare
 from hyperclip_lib.store import ArtifactStore
+from hyperclip_lib.world import generate_world
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +102,49 @@ def test_a_new_stage_version_rebuilds_instead_of_reusing(ci, tmp_path, monkeypat
     monkeypatch.setitem(common.STAGE_VERSIONS, "baseline", common.STAGE_VERSIONS["baseline"] + 1)
     run_baseline(cfg, "CLIP as base model", data, features, store)
     assert len(list((tmp_path / "baseline").iterdir())) == 3
+
+
+def test_foreign_features_are_refused_by_name_or_kept_apart_in_the_cache(ci, tmp_path):
+    cfg, data, features = ci
+    store = ArtifactStore(tmp_path)
+    narrow = dataclasses.replace(features, image_features=features.image_features[:, :128],
+                                 question_embeddings=features.question_embeddings[:, :128])
+    with pytest.raises(FeatureMismatchError, match="dimension 128.*expects dimension 256"):
+        run_baseline(cfg, "CLIP as base model", data, narrow, store)
+    other_kind = dataclasses.replace(features, encoder={**features.encoder, "name": "open_clip:RN50:openai"})
+    with pytest.raises(FeatureMismatchError, match="open_clip:RN50"):
+        run_baseline(cfg, "CLIP as base model", data, other_kind, store)
+    # same width, same kind, another world CLIP: its own cache entry, never the first one's results
+    other = dataclasses.replace(features, encoder={**features.encoder, "config_hash": "0123456789abcdef"})
+    run_baseline(cfg, "CLIP as base model", data, features, store)
+    run_baseline(cfg, "CLIP as base model", data, other, store)
+    assert len(list((tmp_path / "baseline").iterdir())) == 2
+
+
+def test_data_keys_follow_the_content_of_the_files_read(tmp_path):
+    world = get_config("ci", {"world.n_images": 150, "world.max_per_question": 200}).world
+    generate_world(world, tmp_path / "vqa")
+    cfg = get_config("ci", {"data.vqa_root": str(tmp_path / "vqa")})
+    store = ArtifactStore(tmp_path / "artifacts")
+    first = ensure_data(cfg, store)
+    annotations = tmp_path / "vqa" / "Annotations" / "v2_mscoco_train2014_annotations.json"
+    stat = annotations.stat()
+    text = annotations.read_text()
+    edited = text.replace('"multiple_choice_answer": "red"', '"multiple_choice_answer": "tan"', 1)
+    assert edited != text and len(edited) == len(text)
+    annotations.write_text(edited)   # same size, and the old time put back: only the content tells
+    os.utime(annotations, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = ensure_data(cfg, store)
+    assert second.source != first.source
+    prompts = tmp_path / "vqa" / "Annotations" / "prompt_meta.json"
+    prompts.write_text(prompts.read_text().replace("{}", "{} ", 1))
+    assert ensure_data(cfg, store).source != second.source
+    # a released split (meta_dir): editing meta_test.json in place changes the key too
+    meta = tmp_path / "meta"
+    write_meta_vqa(*load_meta_vqa(store.root / "metavqa" / second.source["metavqa"]), meta)
+    released = get_config("ci", {"data.vqa_root": str(tmp_path / "vqa"), "data.meta_dir": str(meta)})
+    before = ensure_data(released, store).source
+    split = json.loads((meta / "meta_test.json").read_text())
+    (meta / "meta_test.json").write_text(json.dumps(dict(list(split.items())[:1])))
+    after = ensure_data(released, store)
+    assert after.source != before and len(after.split.test) == 1

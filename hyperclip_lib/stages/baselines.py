@@ -20,7 +20,7 @@ from ..records import Record
 from ..store import ArtifactStore, atomic_write_json, config_hash
 from ..taskdata import TaskTensors, described_tasks
 from .common import stage_key, sweep, timed
-from .data import Data, features_key
+from .data import Data, encoder_backend, features_key
 
 
 @dataclass
@@ -56,13 +56,23 @@ def training_pool(cfg: Config, method: str, n_train: int) -> torch.Tensor:
     return described_tasks(n_train, cfg.base.descriptor_fraction, cfg.base.seed).nonzero().flatten()
 
 
-def baseline_key(cfg: Config, method: str, data: Data) -> dict:
+def check_features(cfg: Config, features: FeatureStore) -> FeatureStore:
+    """Features a stage may train on: of the width the config's encoder gives (when it is known before
+    encoding) and from that kind of encoder, so foreign features fail here, by name, not in a matmul later."""
+    world = encoder_backend(cfg) == "world_clip"
+    return features.require(dim=cfg.world_clip.embed_dim if world else None,
+                            name_prefix="world_clip:" if world else f"open_clip:{cfg.encoder.model}:")
+
+
+def baseline_key(cfg: Config, method: str, data: Data, features: FeatureStore) -> dict:
+    """What a baseline run depends on, the identity of the features it reads included: features from another
+    encoder never get the cached results of the first."""
     recipe, method_cfg = recipe_and_config(cfg, method)
     base = dataclasses.asdict(cfg.base)
     if not recipe.conditional:   # descriptors are never read: one model serves every fraction
         base["descriptor_fraction"] = 1.0
-    return stage_key("baseline", features=features_key(cfg, data), method=method, recipe=dataclasses.asdict(recipe),
-                     method_cfg=dataclasses.asdict(method_cfg), base=base)
+    return stage_key("baseline", features=features_key(cfg, data), encoder=features.encoder, method=method,
+                     recipe=dataclasses.asdict(recipe), method_cfg=dataclasses.asdict(method_cfg), base=base)
 
 
 def build_family(cfg: Config, method: str, features: FeatureStore) -> Family:
@@ -76,8 +86,8 @@ def run_baseline(cfg: Config, method: str, data: Data, features: FeatureStore,
     """Train and score `method` for `cfg` (seed: cfg.base.seed), or load it from the cache."""
     store = store or ArtifactStore()
     recipe, method_cfg = recipe_and_config(cfg, method)
-    family = build_family(cfg, method, features)
-    key = baseline_key(cfg, method, data)
+    family = build_family(cfg, method, check_features(cfg, features))
+    key = baseline_key(cfg, method, data, features)
 
     def build(folder: Path) -> None:
         timings = {}

@@ -18,7 +18,7 @@ from ..config import Config
 from ..features import FeatureStore
 from ..metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
                        load_meta_vqa, prompt_file, question_file, write_meta_vqa)
-from ..store import ArtifactStore, config_hash
+from ..store import ArtifactStore, config_hash, file_sha256
 from ..world import generate_world, scene_config
 from .common import stage_key
 
@@ -38,18 +38,24 @@ def _source_id(cfg: Config, store: ArtifactStore) -> tuple[Path, dict]:
                             lambda d: generate_world(cfg.world, d))
         return root, {"world": root.name}
     root = Path(cfg.data.vqa_root).expanduser().resolve()
-    files = [f(root, s) for s in SPLITS for f in (question_file, annotation_file)]
-    # The key follows the files' size and time, so edited inputs are not served from the cache.
-    return root, {"vqa_root": str(root),
-                  "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()}}
+    files = [f(root, s) for s in SPLITS for f in (question_file, annotation_file)] + [prompt_file(root)]
+    return root, {"vqa_root": str(root), "files": content_key(files)}
+
+
+def content_key(paths) -> dict[str, str]:
+    """SHA-256 of each input file that exists, by its folder and name: a key that follows every edit of the
+    files a stage reads (their size and time would not: an edit can keep both)."""
+    return {f"{p.parent.name}/{p.name}": file_sha256(p) for p in paths if p.exists()}
 
 
 def ensure_data(cfg: Config, store: ArtifactStore | None = None) -> Data:
     store = store or ArtifactStore()
     root, source = _source_id(cfg, store)
     if cfg.data.meta_dir is not None:
-        meta_train, meta_test = load_meta_vqa(cfg.data.meta_dir)
-        source = {**source, "meta_dir": str(Path(cfg.data.meta_dir).resolve())}
+        meta_dir = Path(cfg.data.meta_dir).resolve()
+        meta_train, meta_test = load_meta_vqa(meta_dir)
+        source = {**source, "meta_dir": str(meta_dir),
+                  "meta_files": content_key([meta_dir / "meta_train.json", meta_dir / "meta_test.json"])}
     else:
         meta_cfg = stage_key("metavqa", source=source, split_seed=cfg.data.split_seed)
         meta = store.ensure("metavqa", meta_cfg,

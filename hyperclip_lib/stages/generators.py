@@ -40,11 +40,11 @@ def generator_cfg(cfg: Config) -> Config:
     return with_overrides(cfg, {"base.descriptor_fraction": 1.0})
 
 
-def finetuned_key(cfg: Config, source: str, data: Data) -> dict:
+def finetuned_key(cfg: Config, source: str, data: Data, features: FeatureStore) -> dict:
     cfg = generator_cfg(cfg)
     method, lr = _source(cfg, source)
     g = cfg.generator
-    return stage_key("finetuned", source=baseline_key(cfg, method, data), per_task=g.finetune_per_task,
+    return stage_key("finetuned", source=baseline_key(cfg, method, data, features), per_task=g.finetune_per_task,
                      steps=g.finetune_steps, lr=lr, seed=cfg.base.seed)
 
 
@@ -67,14 +67,14 @@ def ensure_finetuned(cfg: Config, source: str, data: Data, features: FeatureStor
             out[split] = {k: v.cpu() for k, v in ft.to_dict().items()}
         torch.save(out, folder / "finetuned.pt")
 
-    folder = store.ensure("finetuned", finetuned_key(cfg, source, data), build)
+    folder = store.ensure("finetuned", finetuned_key(cfg, source, data, features), build)
     loaded = torch.load(folder / "finetuned.pt", map_location=cfg.base.device, weights_only=True)
     return {split: FineTuned(**d) for split, d in loaded.items()}
 
 
-def hvae_key(cfg: Config, data: Data) -> dict:
+def hvae_key(cfg: Config, data: Data, features: FeatureStore) -> dict:
     cfg = generator_cfg(cfg)
-    return stage_key("hvae", finetuned=finetuned_key(cfg, "MNet", data),
+    return stage_key("hvae", finetuned=finetuned_key(cfg, "MNet", data, features),
                      hvae={k: v for k, v in vars(cfg.generator).items() if k.startswith("hvae")}, seed=cfg.base.seed)
 
 
@@ -105,7 +105,7 @@ def ensure_hvae(cfg: Config, data: Data, features: FeatureStore,
         atomic_write_json(folder / "history.json", history)
         atomic_write_json(folder / "record.json", record, indent=1)
 
-    folder = store.ensure("hvae", hvae_key(cfg, data), build)
+    folder = store.ensure("hvae", hvae_key(cfg, data, features), build)
     vae = HVAE.from_state_dict(torch.load(folder / "hvae.pt", map_location=cfg.base.device, weights_only=True), g)
     return vae, json.loads((folder / "history.json").read_text()), json.loads((folder / "record.json").read_text())
 

@@ -43,8 +43,8 @@ class GuidanceResult:
         return [self.record]
 
 
-def hyperclip_key(cfg: Config, name: str, data: Data) -> dict:
-    return stage_key("hyperclip", generator=name, finetuned=finetuned_key(cfg, FINETUNE_SOURCE[name], data),
+def hyperclip_key(cfg: Config, name: str, data: Data, features: FeatureStore) -> dict:
+    return stage_key("hyperclip", generator=name, finetuned=finetuned_key(cfg, FINETUNE_SOURCE[name], data, features),
                      generator_cfg=vars(cfg.generator),
                      hyperclip={k: getattr(cfg.hyperclip, k) for k in TRAINING_FIELDS},
                      descriptor_fraction=cfg.base.descriptor_fraction, seed=cfg.base.seed)
@@ -57,7 +57,7 @@ def run_hyperclip_guidance(cfg: Config, name: str, data: Data, features: Feature
     h, device = cfg.hyperclip, cfg.base.device
     weight_gen = load_generator(cfg, name, data, features, store)
     finetuned = ensure_finetuned(cfg, FINETUNE_SOURCE[name], data, features, store)
-    key = hyperclip_key(cfg, name, data)
+    key = hyperclip_key(cfg, name, data, features)
     scorer = adapter_scorer(cfg, features)
     train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)
     test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)

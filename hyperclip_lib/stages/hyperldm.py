@@ -70,9 +70,9 @@ def per_gamma_task_mean(samples: dict, gammas: list[float], n_tasks: int) -> dic
     return out
 
 
-def ldm_key(cfg: Config, name: str, data: Data) -> dict:
+def ldm_key(cfg: Config, name: str, data: Data, features: FeatureStore) -> dict:
     """What a trained HyperLDM depends on (not how it is sampled)."""
-    return stage_key("hyperldm", generator=name, finetuned=finetuned_key(cfg, FINETUNE_SOURCE[name], data),
+    return stage_key("hyperldm", generator=name, finetuned=finetuned_key(cfg, FINETUNE_SOURCE[name], data, features),
                      generator_cfg=vars(cfg.generator), ldm={k: getattr(cfg.ldm, k) for k in TRAIN_FIELDS},
                      descriptor_fraction=cfg.base.descriptor_fraction, seed=cfg.base.seed)
 
@@ -95,7 +95,7 @@ def ensure_ldm(cfg: Config, name: str, data: Data, features: FeatureStore,
         torch.save(trained.state_dict(), folder / "ldm.pt")
         atomic_write_json(folder / "history.json", trained.history)
 
-    folder = store.ensure("hyperldm", ldm_key(cfg, name, data), build)
+    folder = store.ensure("hyperldm", ldm_key(cfg, name, data, features), build)
     state = torch.load(folder / "ldm.pt", map_location=device, weights_only=True)
     history = json.loads((folder / "history.json").read_text())
     return TrainedLDM.from_state_dict(state, cfg.ldm, train_tasks.text.shape[1], history).to(device)
@@ -111,7 +111,7 @@ def run_hyperldm(cfg: Config, name: str, data: Data, features: FeatureStore,
     ldm = ensure_ldm(cfg, name, data, features, store)
     test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)
     scorer = adapter_scorer(cfg, features)
-    sample_key = stage_key("hyperldm_samples", model=ldm_key(cfg, name, data), sampler=L.sampler,
+    sample_key = stage_key("hyperldm_samples", model=ldm_key(cfg, name, data, features), sampler=L.sampler,
                            ddim_steps=L.ddim_steps, samples_per_task=L.samples_per_task, gammas=gammas)
 
     def sample_build(folder):
