@@ -8,7 +8,6 @@ absent or broken, so any notebook can run alone and re-running is cheap.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from .. import encoders
 from ..config import Config
 from ..features import FeatureStore
 from ..metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
-                       load_meta_vqa, prompt_file, question_file, write_meta_vqa)
+                       load_meta_vqa, prompt_file, question_file, read_json, write_meta_vqa)
 from ..store import ArtifactStore, config_hash, file_sha256
 from ..world import generate_world, scene_config
 from .common import stage_key
@@ -63,7 +62,7 @@ def ensure_data(cfg: Config, store: ArtifactStore | None = None) -> Data:
         meta_train, meta_test = load_meta_vqa(meta)
         source = {**source, "metavqa": meta.name}
     prompts = prompt_file(root)
-    templates = json.loads(prompts.read_text()) if prompts.exists() else {}
+    templates = read_json(prompts) if prompts.exists() else {}
     return Data(root, TaskSplit.from_meta(meta_train, meta_test), templates, source)
 
 
