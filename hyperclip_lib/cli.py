@@ -98,7 +98,8 @@ def cmd_run_notebooks(args) -> int:
     run = plan_run(args.profile, out, seeds=_numbers(args.seeds, int, "--seeds"),
                    fractions=_numbers(args.fractions, float, "--fractions"),
                    fig5b_fractions=_numbers(args.fig5b_fractions, float, "--fig5b-fractions"),
-                   overrides=parse_overrides(args.overrides), split_seeds=args.jobs > 1)
+                   overrides=parse_overrides(args.overrides), split_seeds=args.jobs > 1,
+                   cell_timeout=-1 if args.cell_timeout is None else args.cell_timeout)
     run.command = "hyperclip " + shlex.join(args.argv)
     print(f"run folder {out.resolve()}: {len(run.jobs)} notebooks, profile {args.profile}, "
           f"{args.jobs} at a time", flush=True)
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                    "HVAE + HyperLDM (default none for ci, 0.1); '' for none")
     p.add_argument("--jobs", type=int, default=1, help="notebooks run at once, one process per seed (default 1)")
     p.add_argument("--force", action="store_true", help="re-execute finished notebooks (cached stages still reused)")
+    p.add_argument("--cell-timeout", type=int, default=None,
+                   help="seconds one cell may run before its notebook is reported and run once more "
+                        "(default: 900 for ci, 3600 for quick, none for paper; 0: no limit)")
     p.set_defaults(func=cmd_run_notebooks)
 
     args = parser.parse_args(argv)

@@ -1,13 +1,21 @@
 """The Shapes world: a seeded generator of 2-D scenes, captions and templated questions.
 
-Scenes are objects (shape, colour, size) on a G×G grid, at most one per cell, rendered as
-small RGB images. Every question is asked only where its answer is unique in the scene, and
-the world is written to disk in the VQA v2 layout, so the Meta-VQA builder reads it exactly
-as it reads the real dataset (DESIGN §1, §4).
+Scenes are objects (one of 24 kinds, 13 colours, two sizes) on a G×G grid, at most one per cell,
+rendered as small RGB images. Every question is asked only where its answer is unique in the
+scene, and the world is written to disk in the VQA v2 layout, so the Meta-VQA builder reads it
+exactly as it reads the real dataset (DESIGN §1, §4).
+
+What makes it read like VQA (measured against the authors' split in docs/world-v2-calibration.md):
+each concept (a question family and its subject) is asked in ONE phrasing, chosen by a hash of the
+concept, so paraphrases never share scenes; relations are asked in one direction per reference
+object; concepts differ mostly by nouns (kinds, colours), which a text encoder tells apart, rather
+than by left/right or small/large, which it barely does; and each image is asked a few questions
+drawn by a per-concept popularity, so samples per task have a long tail like VQA's.
 """
 from __future__ import annotations
 
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +28,24 @@ from .config import WorldConfig
 from .metavqa import annotation_file, image_dir, image_name, prompt_file, question_file
 from .store import atomic_write_json
 
-SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
+SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond", "heart", "arrow", "moon", "ring", "bar",
+          "pillar", "house", "boat", "bowtie", "tee", "chevron", "cup", "frame", "dome", "tree", "flag",
+          "hourglass", "bolt")
 COLORS = {
     "red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 90, 220), "yellow": (240, 200, 20),
     "purple": (148, 73, 189), "orange": (255, 127, 14), "brown": (120, 72, 40), "black": (20, 20, 20),
+    "pink": (247, 129, 191), "gray": (128, 128, 128), "cyan": (23, 190, 207), "lime": (160, 230, 40),
+    "navy": (15, 30, 110),
 }
 SIZES = ("small", "large")
 BACKGROUND = (236, 236, 236)
 RELATIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def stable_hash(*parts: object) -> int:
+    """A hash of strings that is the same in every process (Python's hash() is salted)."""
+    return zlib.crc32("|".join(map(str, parts)).encode())
 
 
 @dataclass(frozen=True)
@@ -40,8 +57,8 @@ class SceneObject:
     col: int
 
 
-SCENE_FIELDS = ("seed", "image_size", "grid", "min_objects", "max_objects", "color_concentration",
-                "cell_concentration", "size_concentration")
+SCENE_FIELDS = ("seed", "image_size", "grid", "min_objects", "max_objects", "shape_concentration",
+                "color_concentration", "cell_concentration", "size_concentration")
 
 
 def scene_config(cfg: WorldConfig) -> dict:
@@ -72,9 +89,11 @@ def plural(shape: str) -> str:
 
 @dataclass(frozen=True)
 class Habits:
-    """Per-shape habits, like the real world's (bananas are yellow, the sky is at the top): each
-    shape's distribution over colours and cells and its chance of being large. They skew every
-    task's answers, so a task's prior is learnable from its data — and from related tasks."""
+    """Per-kind habits, like the real world's (bananas are yellow, the sky is at the top, cars are
+    common and zebras rare): how often each kind occurs, and each kind's distribution over colours
+    and cells and its chance of being large. They skew every task's answers, so a task's prior is
+    learnable from its data — and from related tasks."""
+    prevalence: np.ndarray
     colors: dict[str, np.ndarray]
     cells: dict[str, np.ndarray]
     p_large: dict[str, float]
@@ -84,6 +103,7 @@ def world_habits(cfg: WorldConfig) -> Habits:
     rng = np.random.default_rng([cfg.seed, 7])
     n_cells = cfg.grid * cfg.grid
     return Habits(
+        prevalence=rng.dirichlet(np.full(len(SHAPES), cfg.shape_concentration)),
         colors={s: rng.dirichlet(np.full(len(COLORS), cfg.color_concentration)) for s in SHAPES},
         cells={s: rng.dirichlet(np.full(n_cells, cfg.cell_concentration)) for s in SHAPES},
         p_large={s: float(rng.beta(cfg.size_concentration, cfg.size_concentration)) for s in SHAPES},
@@ -96,7 +116,7 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig, habits: Habits) -> 
     colors = list(COLORS)
     objects = []
     for _ in range(n):
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        shape = SHAPES[int(rng.choice(len(SHAPES), p=habits.prevalence))]
         p = habits.cells[shape] * free
         cell = int(rng.choice(len(p), p=p / p.sum()))
         free[cell] = False
@@ -106,21 +126,50 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig, habits: Habits) -> 
     return reading_order(objects)
 
 
-def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    if shape == "triangle":
-        return [(cx, cy - r), (cx + r * 0.95, cy + r * 0.8), (cx - r * 0.95, cy + r * 0.8)]
-    if shape == "diamond":
-        return [(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)]
-    if shape == "star":
-        angles = np.pi / 2 + np.arange(10) * np.pi / 5
-        radii = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
-        return [(cx + rr * np.cos(a), cy - rr * np.sin(a)) for a, rr in zip(angles, radii)]
-    if shape == "cross":
-        w = r * 0.38
-        return [(cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w), (cx + r, cy + w),
-                (cx + w, cy + w), (cx + w, cy + r), (cx - w, cy + r), (cx - w, cy + w), (cx - r, cy + w),
-                (cx - r, cy - w), (cx - w, cy - w)]
-    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+# Glyphs as polygons in a unit box (x right, y down, radius 1); several parts are drawn one after another.
+def _regular(n: int, r: float = 1.0, turn: float = 0.0) -> list[tuple[float, float]]:
+    angles = -np.pi / 2 + turn + np.arange(n) * 2 * np.pi / n
+    return [(r * np.cos(a), r * np.sin(a)) for a in angles]
+
+
+def _star() -> list[tuple[float, float]]:
+    angles = -np.pi / 2 + np.arange(10) * np.pi / 5
+    radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    return [(r * np.cos(a), r * np.sin(a)) for a, r in zip(angles, radii)]
+
+
+def _heart() -> list[tuple[float, float]]:
+    t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    x, y = 16 * np.sin(t) ** 3, 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
+    return [(float(a) / 16, -float(b) / 16 + 0.1) for a, b in zip(x, y)]
+
+
+W = 0.38   # half-width of strokes (cross, tee, pillar, ...)
+GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
+    "square": [[(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)]],
+    "triangle": [[(0, -1), (0.95, 0.8), (-0.95, 0.8)]],
+    "star": [_star()],
+    "cross": [[(-W, -1), (W, -1), (W, -W), (1, -W), (1, W), (W, W), (W, 1), (-W, 1), (-W, W), (-1, W), (-1, -W),
+               (-W, -W)]],
+    "diamond": [[(0, -1), (0.75, 0), (0, 1), (-0.75, 0)]],
+    "heart": [_heart()],
+    "arrow": [[(-1, -0.3), (0.1, -0.3), (0.1, -0.75), (1, 0), (0.1, 0.75), (0.1, 0.3), (-1, 0.3)]],
+    "bar": [[(-1, -0.35), (1, -0.35), (1, 0.35), (-1, 0.35)]],
+    "pillar": [[(-0.35, -1), (0.35, -1), (0.35, 1), (-0.35, 1)]],
+    "house": [[(0, -1), (0.9, -0.15), (0.9, 1), (-0.9, 1), (-0.9, -0.15)]],
+    "boat": [[(-1, 0.1), (1, 0.1), (0.6, 0.8), (-0.6, 0.8)], [(0, -1), (0.7, 0.0), (0, 0.0)]],
+    "bowtie": [[(-1, -0.8), (0, 0), (-1, 0.8)], [(1, -0.8), (0, 0), (1, 0.8)]],
+    "hourglass": [[(-0.8, -1), (0.8, -1), (0, 0)], [(-0.8, 1), (0.8, 1), (0, 0)]],
+    "tee": [[(-1, -1), (1, -1), (1, -0.4), (W - 0.1, -0.4), (W - 0.1, 1), (0.1 - W, 1), (0.1 - W, -0.4), (-1, -0.4)]],
+    "chevron": [[(-1, -0.7), (0, 0.2), (1, -0.7), (1, 0.1), (0, 1), (-1, 0.1)]],
+    "cup": [[(-1, -1), (-0.5, -1), (-0.5, 0.45), (0.5, 0.45), (0.5, -1), (1, -1), (1, 1), (-1, 1)]],
+    "tree": [[(0, -1), (0.9, 0.4), (-0.9, 0.4)], [(-0.25, 0.4), (0.25, 0.4), (0.25, 1), (-0.25, 1)]],
+    "flag": [[(-0.9, -1), (-0.55, -1), (-0.55, 1), (-0.9, 1)], [(-0.55, -1), (1, -0.55), (-0.55, -0.1)]],
+    "bolt": [[(0.3, -1), (-0.7, 0.15), (-0.05, 0.15), (-0.3, 1), (0.7, -0.15), (0.05, -0.15)]],
+}
+# Glyphs made of a filled disc or box with a background-coloured hole (x0, y0, x1, y1 in the unit box).
+HOLLOW = {"ring": ("ellipse", (-0.5, -0.5, 0.5, 0.5)), "frame": ("rectangle", (-0.45, -0.45, 0.45, 0.45)),
+          "moon": ("ellipse", (-0.2, -1, 1, 0.5))}
 
 
 def render_scene(objects: list[SceneObject], cfg: WorldConfig, rng: np.random.Generator) -> Image.Image:
@@ -129,34 +178,31 @@ def render_scene(objects: list[SceneObject], cfg: WorldConfig, rng: np.random.Ge
     draw = ImageDraw.Draw(img)
     cell = cfg.image_size / cfg.grid
     for obj in objects:
-        r = cell * (0.42 if obj.size == "large" else 0.24)
+        r = cell * (0.44 if obj.size == "large" else 0.28)
         slack = cell / 2 - r - 0.5
         cx = (obj.col + 0.5) * cell + rng.uniform(-slack, slack)
         cy = (obj.row + 0.5) * cell + rng.uniform(-slack, slack)
+        box = lambda x0, y0, x1, y1: [cx + x0 * r, cy + y0 * r, cx + x1 * r, cy + y1 * r]  # noqa: E731
         fill = COLORS[obj.color]
         if obj.shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-        elif obj.shape == "square":
-            s = r * 0.85
-            draw.rectangle([cx - s, cy - s, cx + s, cy + s], fill=fill)
+            draw.ellipse(box(-1, -1, 1, 1), fill=fill)
+        elif obj.shape == "dome":
+            draw.pieslice(box(-1, -0.6, 1, 1.4), 180, 360, fill=fill)
+        elif obj.shape in HOLLOW:
+            outer = draw.rectangle if obj.shape == "frame" else draw.ellipse
+            outer(box(-0.9, -0.9, 0.9, 0.9) if obj.shape == "frame" else box(-1, -1, 1, 1), fill=fill)
+            kind, hole = HOLLOW[obj.shape]
+            getattr(draw, kind)(box(*hole), fill=BACKGROUND)
+        elif obj.shape in GLYPHS:
+            for part in GLYPHS[obj.shape]:
+                draw.polygon([(cx + x * r, cy + y * r) for x, y in part], fill=fill)
         else:
-            draw.polygon(_shape_polygon(obj.shape, cx, cy, r), fill=fill)
+            raise ValueError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
     return img
 
 
 # ---------------------------------------------------------------------------------------------
-# Questions: (question, answer, answer_type, family); asked only where the answer is unique
-
-
-def _phrase(*, size=None, color=None, shape=None, where=None) -> str:
-    words = [w for w in (size, color) if w]
-    words.append(shape or "object")
-    phrase = " ".join(words)
-    return f"{phrase} {where}" if where else phrase
-
-
-LOCATION_FILTERS = {"on the left": lambda o, g: o.col == 0, "on the right": lambda o, g: o.col == g - 1,
-                    "at the top": lambda o, g: o.row == 0, "at the bottom": lambda o, g: o.row == g - 1}
+# Questions: (question, answer, answer_type, family, prompt); asked only where the answer is unique
 
 
 def related_objects(objects, ref: SceneObject, relation: str) -> list[SceneObject]:
@@ -166,30 +212,59 @@ def related_objects(objects, ref: SceneObject, relation: str) -> list[SceneObjec
     return [o for o in objects if o.col == ref.col and (o.row - ref.row) * drow > 0]
 
 
-# Each family's question phrasings (VQA asks the same thing many ways) and the sentence an answer
-# is slotted into to make its prompt; {s} is the subject, e.g. "small star on the left".
+# Each family's phrasings (VQA asks the same thing many ways; here each concept gets one of them) and
+# the sentence an answer is slotted into to make its prompt; {s} is the subject, e.g. "small star".
 FAMILIES = {
-    "color": (("What color is the {s}?", "What is the color of the {s}?", "Which color does the {s} have?"),
+    "color": (("What color is the {s}?", "What is the color of the {s}?", "Which color does the {s} have?",
+               "What colour is the {s} in the picture?", "The {s} is what color?", "What color is the {s} shown here?"),
               "the {s} is {{}}."),
-    "shape": (("What shape is the {s}?", "What is the shape of the {s}?", "Which shape is the {s}?"),
-              "the {s} is a {{}}."),
-    "position": (("Where is the {s}?", "Where is the {s} located?"), "the {s} is at the {{}}."),
-    "count": (("How many {s} are there?", "How many {s} are in the picture?"), "there are {{}} {s}."),
-    "relation-color": (("What color is the object {s}?",), "the object {s} is {{}}."),
-    "relation-shape": (("What shape is the object {s}?",), "the object {s} is a {{}}."),
-    "yes-no": (("Is there a {s}?",), "{{}}, there is a {s}."),
+    "shape": (("What is the {s} object?", "What kind of object is the {s} one?", "What is the {s} thing in the picture?",
+               "What shape is the {s} item?", "Which object is the {s} one?"),
+              "the {s} object is a {{}}."),
+    "position": (("Where is the {s}?", "Where is the {s} located?", "In which part of the picture is the {s}?",
+                  "Where in the image is the {s}?", "Where can you see the {s}?"),
+                 "the {s} is at the {{}}."),
+    "count": (("How many {s} are there?", "How many {s} are in the picture?", "How many {s} can you see?",
+               "How many {s} are shown?", "What is the number of {s}?"),
+              "there are {{}} {s}."),
+    "relation-color": (("What color is the object {s}?", "What is the color of the thing {s}?",
+                        "Which color has the object {s}?", "What colour is the item {s}?"),
+                       "the object {s} is {{}}."),
+    "relation-shape": (("What shape is the object {s}?", "What is the thing {s}?", "Which object is {s}?",
+                        "What kind of object is {s}?"),
+                       "the object {s} is a {{}}."),
+    "yes-no": (("Is there a {s}?", "Is there a {s} in the picture?"), "{{}}, there is a {s}."),
     "choice": (("Is the {s}?",), "the {s}: {{}}."),
 }
 ANSWER_TYPES = {"count": "number", "yes-no": "yes/no"}
+FILTERED_FAMILIES = ("yes-no", "choice")   # asked, as in VQA, and dropped by the Meta-VQA builder's rules
+_RELATION_SUBJECT = "(?:" + "|".join(RELATIONS) + ") the .+"
+
+
+def _family_pattern(family: str, phrasing: str) -> str:
+    subject = _RELATION_SUBJECT if family.startswith("relation") else ".+"
+    return re.escape(phrasing).replace(re.escape("{s}"), f"({subject})")
+
+
+# The specific forms first: relations, then longer phrasings ("Is there a {s} in the picture?" before "Is there a {s}?")
+_PATTERNS = [(family, re.compile(_family_pattern(family, phrasing)))
+             for family, phrasing in sorted(((f, p) for f, (ps, _) in FAMILIES.items() for p in ps),
+                                            key=lambda fp: (not fp[0].startswith("relation"), -len(fp[1])))]
+
+
+def parse_question(question: str) -> tuple[str, str] | None:
+    """(family, subject) of a Shapes-world question, or None for any other question."""
+    for family, pattern in _PATTERNS:
+        m = pattern.fullmatch(question)
+        if m:
+            return family, m[1]
+    return None
 
 
 def question_family(question: str) -> str | None:
     """The family a Shapes-world question was asked from, or None for any other question."""
-    for family in sorted(FAMILIES, key=lambda f: not f.startswith("relation")):   # the specific forms first
-        for phrasing in FAMILIES[family][0]:
-            if re.fullmatch(re.escape(phrasing).replace(re.escape("{s}"), ".+"), question):
-                return family
-    return None
+    parsed = parse_question(question)
+    return parsed[0] if parsed else None
 
 
 def question_label(question: str) -> str:
@@ -198,53 +273,55 @@ def question_label(question: str) -> str:
 
 
 def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, str, str, str, str]]:
-    """Every question this scene answers uniquely: (question, answer, VQA answer_type, family, prompt template)."""
+    """Every question this scene answers uniquely, one phrasing per concept:
+    (question, answer, VQA answer_type, family, prompt template)."""
     qs: list[tuple[str, str, str, str, str]] = []
 
     def ask(family: str, subject: str, answer: str) -> None:
         phrasings, prompt = FAMILIES[family]
-        for phrasing in phrasings:
-            qs.append((phrasing.format(s=subject), answer, ANSWER_TYPES.get(family, "other"), family,
-                       prompt.format(s=subject)))
+        phrasing = phrasings[stable_hash(family, subject) % len(phrasings)]
+        qs.append((phrasing.format(s=subject), answer, ANSWER_TYPES.get(family, "other"), family,
+                   prompt.format(s=subject)))
 
     def unique(pred):
         hits = [o for o in objects if pred(o)]
         return hits[0] if len(hits) == 1 else None
 
-    # the colour of an object picked out by its shape, and the shape of one picked out by its colour,
-    # each optionally narrowed by size and location
-    for family, key, values in (("color", "shape", SHAPES), ("shape", "color", COLORS)):
-        for value in values:
-            for size in (None, *SIZES):
-                for where, in_region in (None, None), *LOCATION_FILTERS.items():
-                    o = unique(lambda o: getattr(o, key) == value and (size is None or o.size == size)
-                               and (in_region is None or in_region(o, grid)))
-                    if o:
-                        ask(family, _phrase(size=size, where=where, **{key: value}), getattr(o, family))
-    # position of an object picked out by colour and shape (its size is never asked: a two-way
-    # answer is nearly a yes/no question, and the builder's rules keep those out of Meta-VQA)
-    for color in COLORS:
+    def phrase(*words):
+        return " ".join(w for w in words if w)
+
+    for size in (None, *SIZES):
+        # the colour of an object picked out by its kind, and the kind of one picked out by its colour
         for shape in SHAPES:
-            o = unique(lambda o: o.color == color and o.shape == shape)
+            o = unique(lambda o: o.shape == shape and (size is None or o.size == size))
             if o:
-                ask("position", f"{color} {shape}", position_name(o.row, o.col, grid))
+                ask("color", phrase(size, shape), o.color)
+        for color in COLORS:
+            o = unique(lambda o: o.color == color and (size is None or o.size == size))
+            if o:
+                ask("shape", phrase(size, color), o.shape)
+    # where a coloured kind is, and what is beside a reference: per reference and attribute, one
+    # horizontal and one vertical direction (left of / right of, above / below) chosen by a hash
+    refs = [(c, s) for c in (None, *COLORS) for s in SHAPES]
+    for color, shape in refs:
+        ref = unique(lambda o: o.shape == shape and (color is None or o.color == color))
+        if ref is None:
+            continue
+        if color:
+            ask("position", phrase(color, shape), position_name(ref.row, ref.col, grid))
+        for family in ("relation-color", "relation-shape"):
+            for axis in (("left of", "right of"), ("above", "below")):
+                relation = axis[stable_hash(family, color, shape, *axis) % 2]
+                near = related_objects(objects, ref, relation)
+                if len(near) == 1:
+                    ask(family, f"{relation} the {phrase(color, shape)}", getattr(near[0], family.split("-")[1]))
     # counting, asked only where at least one object matches (VQA rarely counts absent things)
     for size, color, shape in ([(None, None, None)] + [(z, None, None) for z in SIZES]
-                               + [(None, c, s) for c in (None, *COLORS) for s in (None, *SHAPES) if c or s]):
+                               + [(None, c, None) for c in COLORS] + [(None, None, s) for s in SHAPES]):
         n = sum(1 for o in objects if (size is None or o.size == size)
                 and (color is None or o.color == color) and (shape is None or o.shape == shape))
         if n:
-            ask("count", " ".join(w for w in (size, color, plural(shape) if shape else "objects") if w), str(n))
-    # relations: colour / shape of the one object beside a reference picked out by shape (and size)
-    for relation in RELATIONS:
-        for shape in SHAPES:
-            for size in (None, *SIZES):
-                ref = unique(lambda o: o.shape == shape and (size is None or o.size == size))
-                near = related_objects(objects, ref, relation) if ref else []
-                if len(near) == 1:
-                    subject = f"{relation} the {_phrase(size=size, shape=shape)}"
-                    ask("relation-color", subject, near[0].color)
-                    ask("relation-shape", subject, near[0].shape)
+            ask("count", phrase(size, color, plural(shape) if shape else "objects"), str(n))
     # yes/no and either-or questions: VQA has them, and the Meta-VQA builder must drop them
     for shape in SHAPES:
         ask("yes-no", shape, "yes" if any(o.shape == shape for o in objects) else "no")
@@ -256,6 +333,35 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
     return qs
 
 
+class QuestionWeights:
+    """How readily each question is asked of an image that answers it.
+
+    A log-normal popularity (some VQA questions are asked thousands of times, most a few dozen),
+    divided by the question's availability (the share of `pilot_scenes` scenes of their own seed that
+    answer it) to the power `availability_power`: at 0 the common scenes' questions take most of the
+    budget; at 1 a question's sample count follows its popularity alone.
+    """
+
+    def __init__(self, cfg: WorldConfig, habits: Habits):
+        self.cfg = cfg
+        self.available: Counter[str] = Counter()
+        if cfg.availability_power:
+            rng = np.random.default_rng([cfg.seed, 4])
+            for _ in range(cfg.pilot_scenes):
+                self.available.update(q for q, *_ in scene_questions(sample_scene(rng, cfg, habits), cfg.grid))
+        self._cache: dict[str, float] = {}
+
+    def __call__(self, question: str) -> float:
+        if question not in self._cache:
+            cfg = self.cfg
+            z = np.random.default_rng([cfg.seed, 3, stable_hash(question)]).standard_normal()
+            weight = float(np.exp(cfg.popularity_sigma * z))
+            if cfg.availability_power and self.available[question]:   # too rare for the pilot: not boosted
+                weight /= (self.available[question] / cfg.pilot_scenes) ** cfg.availability_power
+            self._cache[question] = weight
+        return self._cache[question]
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing the world in the VQA v2 layout
 
@@ -263,13 +369,15 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
 def generate_world(cfg: WorldConfig, root: Path) -> dict:
     """Write images, questions, annotations and answer-prompt templates under `root` (VQA v2 layout).
 
-    Returns summary statistics. Question quotas cap how often one question string is asked, so
-    common questions don't swamp the dataset (Meta-VQA tasks hold tens of samples each).
+    Each image is asked `questions_per_image` of the questions it answers, drawn without replacement
+    in proportion to their popularity; `max_per_question` caps how often one question is asked.
+    Returns summary statistics.
     """
     root = Path(root)
     rng = np.random.default_rng([cfg.seed, 0])
     habits = world_habits(cfg)
     asked: Counter[str] = Counter()
+    weight = QuestionWeights(cfg, habits)
     templates: dict[str, str] = {}
     families: Counter[str] = Counter()
     n_train = cfg.n_images - round(cfg.n_images * cfg.val_fraction)
@@ -280,20 +388,22 @@ def generate_world(cfg: WorldConfig, root: Path) -> dict:
         questions, annotations = [], []
         for image_id in tqdm(image_ids, desc=f"world {split}", leave=False):
             objects = sample_scene(rng, cfg, habits)
-            render_scene(objects, cfg, rng).save(img_dir / f"{image_name(split, image_id)}.png")
-            candidates = scene_questions(objects, cfg.grid)
-            order = rng.permutation(len(candidates))
-            k = 0
-            for idx in order:
+            # pixels from a stream of their own, so no label depends on how scenes are drawn
+            render_scene(objects, cfg, np.random.default_rng([cfg.seed, 5, image_id])).save(
+                img_dir / f"{image_name(split, image_id)}.png")
+            candidates = [c for c in scene_questions(objects, cfg.grid) if asked[c[0]] < (
+                cfg.max_per_filtered_question if c[3] in FILTERED_FAMILIES else cfg.max_per_question)]
+            if not candidates:
+                continue
+            w = np.array([weight(c[0]) for c in candidates])
+            picked = rng.choice(len(candidates), size=min(cfg.questions_per_image, len(candidates)), replace=False,
+                                p=w / w.sum())
+            for k, idx in enumerate(sorted(picked)):
                 question, answer, answer_type, family, prompt = candidates[idx]
-                quota = cfg.max_per_question if family not in ("yes-no", "choice") else cfg.max_per_filtered_question
-                if asked[question] >= quota:
-                    continue
                 asked[question] += 1
                 families[family] += 1
                 templates.setdefault(question, prompt)
                 qid = image_id * 1000 + k
-                k += 1
                 questions.append({"image_id": image_id, "question": question, "question_id": qid})
                 annotations.append({
                     "question_id": qid, "image_id": image_id, "question_type": " ".join(question.split()[:2]).lower(),

@@ -5,7 +5,7 @@ from hyperclip_lib.analysis import compare, family_table, paper_claims
 
 
 def record(method, seed, accuracies, share=1.0, few=None, kind="baseline"):
-    questions = ["What color is the star?", "What shape is the red object?", "How many stars are there?"]
+    questions = ["What color is the star?", "What is the red object?", "How many stars are there?"]
     per_task = {q: {"zero_shot": a, "n_query": 10} for q, a in zip(questions, accuracies)}
     mean = sum(accuracies) / len(accuracies)
     r = {"kind": kind, "method": method, "profile": "ci", "seed": seed, "descriptor_fraction": share,
@@ -46,4 +46,5 @@ def test_accuracy_by_question_family():
     records = [record("CLIP as base model", s, [40, 50, 60]) for s in (0, 1)]
     table = family_table(records)
     assert table.loc["CLIP as base model", "color"] == 40 and table.loc["CLIP as base model", "count"] == 60
+    assert table.loc["CLIP as base model", "shape"] == 50
     assert table.loc["tasks"].sum() == 3

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import hyperclip_lib.batch as batch
 from hyperclip_lib.batch import Job, _save_progress, execute, is_done, plan_run
 from hyperclip_lib.runlock import RunFolder, RunFolderBusy
 
@@ -45,6 +46,37 @@ def test_the_plan_covers_every_notebook_seed_and_share(tmp_path):
 def test_bad_run_settings_are_named(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         plan_run("quick", tmp_path, **kwargs)
+
+
+def test_a_cell_past_its_timeout_is_named_and_its_notebook_runs_once_more(tmp_path, monkeypatch):
+    """A real papermill run of a notebook whose first execution hangs in its second cell (as a widget's first
+    draw once did) and whose second does not."""
+    import nbformat
+    marker = tmp_path / "hung-once"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import pathlib, time"),
+        nbformat.v4.new_code_cell(f"first = not pathlib.Path({str(marker)!r}).exists()\n"
+                                  f"pathlib.Path({str(marker)!r}).touch()\n"
+                                  "time.sleep(60 if first else 0)")])
+    nbformat.write(nb, tmp_path / "hang.ipynb")
+    monkeypatch.setattr(batch, "NOTEBOOKS", tmp_path)
+    run = batch.Run("ci", tmp_path / "run", [Job("hang", "hang.ipynb", 0, {})], cell_timeout=5)
+    messages = []
+    with RunFolder(run.out) as folder:
+        job, seconds, rc = batch._run_job_with_retry(run, run.jobs[0], 1, False, folder, messages.append)
+    assert rc == 0 and (run.out / "notebooks" / "hang.ipynb").exists()
+    assert not (run.out / "notebooks" / "hang.FAILED.ipynb").exists()
+    assert len(messages) == 1 and messages[0].startswith("[TIMEOUT] hang: cell [2] `first = not pathlib.Path(")
+    assert messages[0].endswith("ran past 5 s; running the notebook once more")
+    assert 5 <= seconds < 60
+
+
+def test_the_cell_timeout_follows_the_profile_and_can_be_lifted(tmp_path):
+    assert plan_run("ci", tmp_path).cell_timeout == batch.CELL_TIMEOUT_S["ci"]
+    assert plan_run("paper", tmp_path).cell_timeout is None
+    assert plan_run("quick", tmp_path, cell_timeout=0).cell_timeout is None
+    with pytest.raises(ValueError, match="--cell-timeout"):
+        plan_run("quick", tmp_path, cell_timeout=-5)
 
 
 def test_a_bad_override_is_named_before_any_notebook_starts(tmp_path):

@@ -64,3 +64,6 @@ def test_hyperclip_learns_to_infer_the_task_of_a_network():
     after = task_inference(model, data, text)
     assert history["loss"][-1] < history["loss"][0]
     assert after["top1"] > 60 > 4 * before and after["chance top1"] == pytest.approx(100 / n_tasks)
+    # the temperature is learnt, as CLIP's: separable pairs sharpen it from its initial logit scale of 10
+    assert history["logit_scale"][0] > 10 and 10 < history["logit_scale"][-1] <= 100
+    assert model.logit_scale.item() == pytest.approx(history["logit_scale"][-1])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hyperclip_lib.metavqa import PAPER_STATISTICS, Task, TaskSplit, load_meta_vqa
-from hyperclip_lib.splitstats import authors_split_dir, leakage, minilm_embedder, reference_accuracies, split_statistics
+from hyperclip_lib.splitstats import (authors_split_dir, gap_share_interval, leakage, minilm_embedder, reference_accuracies,
+                                      split_statistics)
 
 AUTHORS = authors_split_dir()
 
@@ -51,6 +52,16 @@ def test_split_statistics_hold_every_row_and_the_gap_share():
         100 * (stats["question-only prior (%)"] - lo) / (hi - lo))
 
 
+def test_the_gap_share_interval_is_a_point_for_identical_tasks_and_brackets_the_share_otherwise():
+    same = {"question-only prior": [30.0] * 8, "global answer prior": [20.0] * 8, "support majority": [40.0] * 8}
+    assert gap_share_interval(same) == pytest.approx((50.0, 50.0))
+    varied = {"question-only prior": [30.0, 10.0, 50.0, 30.0] * 5, "global answer prior": [20.0, 20.0, 10.0, 30.0] * 5,
+              "support majority": [40.0, 50.0, 30.0, 40.0] * 5}
+    low, high = gap_share_interval(varied)
+    point = 100 * (30 - 20) / (40 - 20)
+    assert low < point < high and high - low > 10
+
+
 @pytest.fixture(scope="module")
 def authors_split():
     if AUTHORS is None:
@@ -80,5 +91,8 @@ def test_the_question_only_prior_on_the_authors_split(authors_split):
     stats = split_statistics(authors_split, minilm_embedder())
     assert stats["question-only prior (%)"] == pytest.approx(27.8, abs=0.1)
     assert stats["question-only prior: share of the global → majority gap (%)"] == pytest.approx(36, abs=1)
+    # ~9 points of gap over 373 tasks: the share is known to about ±10 points
+    assert 20 < stats["question-only prior: gap share, 95% interval over test tasks (low)"] < 36
+    assert 36 < stats["question-only prior: gap share, 95% interval over test tasks (high)"] < 52
     assert stats["nearest train question: median cosine"] == pytest.approx(0.90, abs=0.005)
     assert stats["nearest train question: share > 0.95 (%)"] == pytest.approx(29, abs=1)

@@ -67,3 +67,9 @@ def adapter_logits(x: torch.Tensor, W: torch.Tensor, spec: AdapterSpec, answer_e
 def clip_logits(x: torch.Tensor, answer_emb: torch.Tensor) -> torch.Tensor:
     """CLIP as base model: no adapter, cosine of image and prompt embeddings."""
     return LOGIT_SCALE * F.normalize(x, dim=-1) @ F.normalize(answer_emb, dim=-1).transpose(-1, -2)
+
+
+def scaled_text(e: torch.Tensor) -> torch.Tensor:
+    """An L2-normalised text embedding [.., E] times √E, so its entries have unit variance: how every
+    task-conditioned network (Cond. Multitask/HNet-MAML, FiLM, HyperLDM) receives a task's question."""
+    return e * math.sqrt(e.shape[-1])

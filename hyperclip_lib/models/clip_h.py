@@ -3,10 +3,12 @@
 CLIP_H maps flattened adapter weights W to the text-embedding space of the frozen encoder: one hidden
 tanh layer (A.2) over per-dimension standardised weights. It is trained with open_clip's own symmetric
 contrastive `ClipLoss` (as the world CLIP) against the questions of the tasks the weights were fine-tuned
-on, at a fixed logit scale. Guidance then moves a generator's latent z to raise
+on, with a learnt temperature as CLIP's (log-parametrised, clamped at a logit scale of 100). Guidance then moves a generator's latent z to raise
 cos(CLIP_H(h(z)), CLIP_T(t_i)), with a penalty λ‖z − z_start‖ keeping it near where it started.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -23,12 +25,18 @@ from .latent import LatentGenerator
 class HyperClip(nn.Module):
     """CLIP_H: weights W (per-dimension standardised by `scale`) → one tanh hidden layer → text space."""
 
-    def __init__(self, scale: Standardizer, hidden: int, text_dim: int, generator: torch.Generator | None = None):
+    def __init__(self, scale: Standardizer, hidden: int, text_dim: int, generator: torch.Generator | None = None,
+                 logit_scale: float = 1 / 0.07):
         super().__init__()
         self.scale = scale
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
         # Kaiming's ReLU gain of √2 removed from the first layer: the hidden layer is tanh.
         self.net = nn.Sequential(Linear(scale.n_coordinates, hidden, generator, gain=0.5 ** 0.5), nn.Tanh(),
                                  Linear(hidden, text_dim, generator))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.exp()
 
     def embed(self, W: torch.Tensor) -> torch.Tensor:
         """L2-normalised CLIP_H(W) [.., E]."""
@@ -41,9 +49,9 @@ class HyperClip(nn.Module):
         return model.eval()
 
 
-def contrastive_loss(weight_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float) -> torch.Tensor:
+def contrastive_loss(weight_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over a batch of matching (weights, question) pairs: open_clip's ClipLoss."""
-    return ClipLoss()(weight_emb, F.normalize(text_emb, dim=-1), torch.tensor(logit_scale))
+    return ClipLoss()(weight_emb, F.normalize(text_emb, dim=-1), logit_scale)
 
 
 def train_hyperclip(model: HyperClip, data: FineTuned, text: torch.Tensor, tasks: torch.Tensor, h: HyperClipConfig,
@@ -52,21 +60,24 @@ def train_hyperclip(model: HyperClip, data: FineTuned, text: torch.Tensor, tasks
     batches of distinct tasks, one random fine-tuned network of each, so no batch holds two networks of
     one task as false negatives. `text[t]` is task t's question embedding."""
     rng = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.net.parameters(), lr=h.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=h.lr)
     rows_of = {int(t): torch.nonzero(data.task == t).flatten() for t in tasks}
-    history = {"step": [], "loss": []}
+    history = {"step": [], "loss": [], "logit_scale": []}
     for _ in tqdm(range(h.epochs), desc="HyperCLIP", leave=False):
         for idx in tasks[torch.randperm(len(tasks), generator=rng)].split(h.batch):
             if len(idx) < 2:
                 continue
             rows = torch.stack([rows_of[int(t)][torch.randint(len(rows_of[int(t)]), (1,), generator=rng)]
                                 for t in idx]).flatten()
-            loss = contrastive_loss(model.embed(data.weights[rows]), text[data.task[rows]], h.logit_scale)
+            loss = contrastive_loss(model.embed(data.weights[rows]), text[data.task[rows]], model.logit_scale)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            with torch.no_grad():
+                model.log_logit_scale.clamp_(0, math.log(100))
             history["step"].append(len(history["step"]) + 1)
             history["loss"].append(loss.item())
+            history["logit_scale"].append(model.logit_scale.item())
     return history
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .adapter import AdapterSpec, adapter_logits
+from .adapter import AdapterSpec, adapter_logits, scaled_text
 from ..taskdata import Batch
 
 MASKED_LOGIT = -1e4   # padded answers: exp() underflows to exactly 0, gradients stay finite
@@ -108,7 +108,7 @@ class HyperNetFamily(Family):
 
     def start(self, params, batch):
         if self.conditional:
-            return batch.text * math.sqrt(batch.text.shape[-1])
+            return scaled_text(batch.text)
         return params["z0"].expand(len(batch), -1)
 
     def weights(self, params, phi):
@@ -129,7 +129,7 @@ class FiLMFamily(Family):
                 "film.b": torch.zeros(2 * self.spec.hidden)}
 
     def start(self, params, batch):
-        return batch.text * math.sqrt(batch.text.shape[-1])
+        return scaled_text(batch.text)
 
     def weights(self, params, phi):
         raise TypeError("a FiLM model's weights depend on the task embedding; use logits()")

@@ -21,6 +21,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
 from ..config import LDMConfig
+from .adapter import scaled_text
 from .hvae import Standardizer
 
 
@@ -84,7 +85,8 @@ class HyperLDMNet(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        extra = torch.cat([timestep_embedding(t, self.time_dim), e], dim=-1)
+        """`e`: the L2-normalised question embedding, or zeros for the null condition."""
+        extra = torch.cat([timestep_embedding(t, self.time_dim), scaled_text(e)], dim=-1)
         h = F.silu(self.input(torch.cat([z, extra], dim=-1)))
         for block in self.blocks:
             h = block(h, extra)

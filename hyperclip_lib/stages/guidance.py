@@ -67,7 +67,7 @@ def run_hyperclip_guidance(cfg: Config, name: str, data: Data, features: Feature
         timings = {}
         with timed(timings, "train_s"):
             model = HyperClip(Standardizer.fit(finetuned["train"].weights), h.hidden, train_tasks.text.shape[1],
-                              torch.Generator().manual_seed(cfg.base.seed)).to(device)
+                              torch.Generator().manual_seed(cfg.base.seed), h.logit_scale).to(device)
             history = train_hyperclip(model, finetuned["train"], train_tasks.text, described.nonzero().flatten(), h,
                                       cfg.base.seed)
         history.update(timings)
