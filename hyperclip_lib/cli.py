@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="re-execute finished notebooks (cached stages still reused)")
     p.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds one cell may run before its notebook is reported and run once more "
-                        "(default: 900 for ci, 3600 for quick, none for paper; 0: no limit)")
+                        "(default: 900 for ci, 5400 for quick, none for paper; 0: no limit)")
     p.set_defaults(func=cmd_run_notebooks)
 
     args = parser.parse_args(argv)
