@@ -270,8 +270,8 @@ def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[s
                 else:
                     status[job.name] = "failed"
                     failed = run.out / "notebooks" / f"{job.name}.FAILED.ipynb"
-                    cause = f" ({'timed out in ' if timed_out(run, job) else 'failed in '}{failed_cell(failed)})" \
-                        if failed_cell(failed) else ""
+                    cell = failed_cell(failed)
+                    cause = f" ({'timed out' if timed_out(run, job) else 'failed'} in {cell})" if cell else ""
                     log(f"[FAILED] {job.name} after {seconds / 60:.1f} min{cause}: see "
                         f"{run.out / 'logs' / (job.name + '.log')} and {failed}")
     return status

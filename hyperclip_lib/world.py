@@ -127,11 +127,6 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig, habits: Habits) -> 
 
 
 # Glyphs as polygons in a unit box (x right, y down, radius 1); several parts are drawn one after another.
-def _regular(n: int, r: float = 1.0, turn: float = 0.0) -> list[tuple[float, float]]:
-    angles = -np.pi / 2 + turn + np.arange(n) * 2 * np.pi / n
-    return [(r * np.cos(a), r * np.sin(a)) for a in angles]
-
-
 def _star() -> list[tuple[float, float]]:
     angles = -np.pi / 2 + np.arange(10) * np.pi / 5
     radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
@@ -144,13 +139,13 @@ def _heart() -> list[tuple[float, float]]:
     return [(float(a) / 16, -float(b) / 16 + 0.1) for a, b in zip(x, y)]
 
 
-W = 0.38   # half-width of strokes (cross, tee, pillar, ...)
+_STROKE = 0.38   # half-width of the cross's and the tee's strokes
 GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
     "square": [[(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)]],
     "triangle": [[(0, -1), (0.95, 0.8), (-0.95, 0.8)]],
     "star": [_star()],
-    "cross": [[(-W, -1), (W, -1), (W, -W), (1, -W), (1, W), (W, W), (W, 1), (-W, 1), (-W, W), (-1, W), (-1, -W),
-               (-W, -W)]],
+    "cross": [[(-_STROKE, -1), (_STROKE, -1), (_STROKE, -_STROKE), (1, -_STROKE), (1, _STROKE), (_STROKE, _STROKE),
+               (_STROKE, 1), (-_STROKE, 1), (-_STROKE, _STROKE), (-1, _STROKE), (-1, -_STROKE), (-_STROKE, -_STROKE)]],
     "diamond": [[(0, -1), (0.75, 0), (0, 1), (-0.75, 0)]],
     "heart": [_heart()],
     "arrow": [[(-1, -0.3), (0.1, -0.3), (0.1, -0.75), (1, 0), (0.1, 0.75), (0.1, 0.3), (-1, 0.3)]],
@@ -160,16 +155,20 @@ GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
     "boat": [[(-1, 0.1), (1, 0.1), (0.6, 0.8), (-0.6, 0.8)], [(0, -1), (0.7, 0.0), (0, 0.0)]],
     "bowtie": [[(-1, -0.8), (0, 0), (-1, 0.8)], [(1, -0.8), (0, 0), (1, 0.8)]],
     "hourglass": [[(-0.8, -1), (0.8, -1), (0, 0)], [(-0.8, 1), (0.8, 1), (0, 0)]],
-    "tee": [[(-1, -1), (1, -1), (1, -0.4), (W - 0.1, -0.4), (W - 0.1, 1), (0.1 - W, 1), (0.1 - W, -0.4), (-1, -0.4)]],
+    "tee": [[(-1, -1), (1, -1), (1, -0.4), (_STROKE - 0.1, -0.4), (_STROKE - 0.1, 1), (0.1 - _STROKE, 1),
+             (0.1 - _STROKE, -0.4), (-1, -0.4)]],
     "chevron": [[(-1, -0.7), (0, 0.2), (1, -0.7), (1, 0.1), (0, 1), (-1, 0.1)]],
     "cup": [[(-1, -1), (-0.5, -1), (-0.5, 0.45), (0.5, 0.45), (0.5, -1), (1, -1), (1, 1), (-1, 1)]],
     "tree": [[(0, -1), (0.9, 0.4), (-0.9, 0.4)], [(-0.25, 0.4), (0.25, 0.4), (0.25, 1), (-0.25, 1)]],
     "flag": [[(-0.9, -1), (-0.55, -1), (-0.55, 1), (-0.9, 1)], [(-0.55, -1), (1, -0.55), (-0.55, -0.1)]],
     "bolt": [[(0.3, -1), (-0.7, 0.15), (-0.05, 0.15), (-0.3, 1), (0.7, -0.15), (0.05, -0.15)]],
 }
-# Glyphs made of a filled disc or box with a background-coloured hole (x0, y0, x1, y1 in the unit box).
-HOLLOW = {"ring": ("ellipse", (-0.5, -0.5, 0.5, 0.5)), "frame": ("rectangle", (-0.45, -0.45, 0.45, 0.45)),
-          "moon": ("ellipse", (-0.2, -1, 1, 0.5))}
+# Glyphs drawn as (ImageDraw method, box x0, y0, x1, y1 in the unit box, fill: True for the object's colour,
+# False for a background-coloured hole), in order.
+SOLIDS = {"circle": [("ellipse", (-1, -1, 1, 1), True)],
+          "ring": [("ellipse", (-1, -1, 1, 1), True), ("ellipse", (-0.5, -0.5, 0.5, 0.5), False)],
+          "moon": [("ellipse", (-1, -1, 1, 1), True), ("ellipse", (-0.2, -1, 1, 0.5), False)],
+          "frame": [("rectangle", (-0.9, -0.9, 0.9, 0.9), True), ("rectangle", (-0.45, -0.45, 0.45, 0.45), False)]}
 
 
 def render_scene(objects: list[SceneObject], cfg: WorldConfig, rng: np.random.Generator) -> Image.Image:
@@ -184,15 +183,11 @@ def render_scene(objects: list[SceneObject], cfg: WorldConfig, rng: np.random.Ge
         cy = (obj.row + 0.5) * cell + rng.uniform(-slack, slack)
         box = lambda x0, y0, x1, y1: [cx + x0 * r, cy + y0 * r, cx + x1 * r, cy + y1 * r]  # noqa: E731
         fill = COLORS[obj.color]
-        if obj.shape == "circle":
-            draw.ellipse(box(-1, -1, 1, 1), fill=fill)
-        elif obj.shape == "dome":
+        if obj.shape == "dome":
             draw.pieslice(box(-1, -0.6, 1, 1.4), 180, 360, fill=fill)
-        elif obj.shape in HOLLOW:
-            outer = draw.rectangle if obj.shape == "frame" else draw.ellipse
-            outer(box(-0.9, -0.9, 0.9, 0.9) if obj.shape == "frame" else box(-1, -1, 1, 1), fill=fill)
-            kind, hole = HOLLOW[obj.shape]
-            getattr(draw, kind)(box(*hole), fill=BACKGROUND)
+        elif obj.shape in SOLIDS:
+            for method, corners, solid in SOLIDS[obj.shape]:
+                getattr(draw, method)(box(*corners), fill=fill if solid else BACKGROUND)
         elif obj.shape in GLYPHS:
             for part in GLYPHS[obj.shape]:
                 draw.polygon([(cx + x * r, cy + y * r) for x, y in part], fill=fill)

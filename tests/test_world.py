@@ -111,13 +111,18 @@ def test_rare_questions_are_asked_more_readily_than_common_ones():
     assert not flat.available and flat(common) == weight(common) * weight.available[common] / cfg.pilot_scenes
 
 
+def undrawn(objects, cfg, rng):
+    """A stand-in for render_scene whose image saves nothing: labels without pixels."""
+    return type("Undrawn", (), {"save": lambda self, path: None})()
+
+
 @pytest.fixture(scope="module")
 def quick_split(tmp_path_factory):
     """The `quick` world's Meta-VQA split. Its labels do not depend on pixels (test_same_seed_same_world checks
     that), so the scenes are not drawn here."""
     root = tmp_path_factory.mktemp("world")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(world, "render_scene", lambda objects, cfg, rng: type("Blank", (), {"save": lambda self, p: None})())
+        mp.setattr(world, "render_scene", undrawn)
         world.generate_world(get_config("quick").world, root)
     return TaskSplit.from_meta(*build_meta_vqa(root))
 
@@ -149,7 +154,7 @@ def test_same_seed_same_world_other_seed_other_world(tmp_path):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     assert find_image(tmp_path / "a", "COCO_val2014_000000000040").suffix == ".png"
     with pytest.MonkeyPatch.context() as mp:   # no label depends on how the scenes are drawn
-        mp.setattr(world, "render_scene", lambda objects, cfg, rng: type("Blank", (), {"save": lambda self, p: None})())
+        mp.setattr(world, "render_scene", undrawn)
         world.generate_world(small, tmp_path / "blank")
     for f in files[:2]:
         assert (tmp_path / "blank" / f).read_bytes() == (tmp_path / "a" / f).read_bytes()
