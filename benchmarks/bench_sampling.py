@@ -1,12 +1,18 @@
-"""Full DDPM sampling (every diffusion step) against the fewer-step DDIM sampler on a trained HyperLDM.
+"""Diffusion samplers on trained HyperLDMs: full DDPM against DDIM and diffusers' multistep solvers.
 
-    .venv/bin/python benchmarks/bench_sampling.py               # the quick HVAE HyperLDM (cached by notebook 05)
-    .venv/bin/python benchmarks/bench_sampling.py --generator HNet
+    .venv/bin/python benchmarks/bench_sampling.py                  # both quick HyperLDMs (cached by notebook 05)
+    .venv/bin/python benchmarks/bench_sampling.py --generators HVAE --samplers ddim:35,sde-dpmsolver++:10:20
 
-Uses the `quick` HyperLDM from the artifact cache; when that is absent it trains one on the spot at the
-`ci` size instead (and says so). Both samplers draw `samples_per_task` networks for every meta-test task
-and every γ of the grid in one batch; the script times each, scores the decoded networks zero-shot, and
-ends with `speedup: <ratio>x, accuracy change: <points> points` (DDIM minus DDPM, task mean over γ).
+Uses the `quick` HyperLDMs from the artifact cache; when one is absent it trains them at the `ci` size instead
+(and says so). Every sampler draws `samples_per_task` networks for every meta-test task and every γ of the grid
+in one batch, from the same seed; the script times each, scores the decoded networks zero-shot as notebook 05
+does, and prints per generator a table: seconds, speed-up over DDPM, task-mean accuracy per γ, its change from
+DDPM (mean over the γ grid, and the largest change at any one γ), and the spread of the unconditional (γ = 0)
+samples: their per-dimension s.d. over that of the training latents (1 when the sampler reproduces the latent
+distribution's width). A DDPM run from another seed (run first, so it also takes the first-call costs) measures
+how much of a change is seed noise.
+Ends with `speedup: <ratio>x, accuracy change: <points> points` for the profile's sampler (`ldm.sampler`),
+averaged over the generators.
 """
 from __future__ import annotations
 
@@ -16,59 +22,108 @@ import time
 import torch
 
 from hyperclip_lib.config import get_config
-from hyperclip_lib.models.hyperldm import ldm_scheduler
+from hyperclip_lib.models.hyperldm import SAMPLER_STEPS, ldm_sampler
 from hyperclip_lib.stages.baselines import adapter_scorer
 from hyperclip_lib.stages.data import prepare
+from hyperclip_lib.stages.generators import generator_latents
 from hyperclip_lib.stages.hyperldm import ldm_key, per_gamma_task_mean, run_hyperldm, sample_and_score
 from hyperclip_lib.store import ArtifactStore
 from hyperclip_lib.taskdata import TaskTensors
 
+DEFAULT_SAMPLERS = "ddim:35,dpmsolver++:20,unipc:20,sde-dpmsolver++:10:20:35"
 
-def quick_ldm_is_cached(cfg, name: str, data, features, store: ArtifactStore) -> bool:
-    return store.path("hyperldm", ldm_key(cfg, name, data, features)).exists()
+
+def parse_samplers(text: str) -> list[tuple[str, int]]:
+    """'ddim:35,sde-dpmsolver++:10:20' -> [('ddim', 35), ('sde-dpmsolver++', 10), ('sde-dpmsolver++', 20)]."""
+    out = []
+    for item in text.split(","):
+        kind, *steps = item.strip().split(":")
+        if kind not in SAMPLER_STEPS or kind == "ddpm":
+            raise SystemExit(f"--samplers: {kind!r} is not one of {', '.join(k for k in SAMPLER_STEPS if k != 'ddpm')}")
+        out += [(kind, int(s)) for s in steps] or [(kind, SAMPLER_STEPS[kind])]
+    return out
+
+
+def quick_ldms_cached(cfg, generators, store: ArtifactStore) -> bool:
+    if not (store.root / "features").exists():
+        return False
+    prepared = prepare(cfg, store)
+    return all(store.path("hyperldm", ldm_key(cfg, g, prepared["data"], prepared["features"])).exists()
+               for g in generators)
+
+
+def bench_generator(cfg, name: str, data, features, store, samplers) -> dict:
+    """{(kind, steps, seed): (seconds, {γ: task-mean accuracy}, latent spread)} for one generator."""
+    L = cfg.ldm
+    result = run_hyperldm(cfg, name, data, features, store)
+    train_latents, _ = generator_latents(cfg, name, data, features, store)
+    train_sd = train_latents.std(0)
+    gammas = list(L.gammas)
+    tasks = TaskTensors.from_tasks(features, data.split.test)
+    scorer = adapter_scorer(cfg, features)
+    print(f"\n{name} + HyperLDM ({cfg.profile}): {len(tasks)} meta-test tasks x {len(gammas)} γ x {L.samples_per_task} "
+          f"samples = {len(tasks) * len(gammas) * L.samples_per_task} networks per sampler, "
+          f"{torch.get_num_threads()} threads", flush=True)
+    runs = {}
+    # DDPM from another seed first: the noise floor, and the warm-up that keeps first-call costs out of the times
+    for kind, steps, seed in [("ddpm", None, cfg.base.seed + 1), ("ddpm", None, cfg.base.seed)] + \
+            [(k, s, cfg.base.seed) for k, s in samplers]:
+        scheduler, steps = ldm_sampler(L, kind, steps)
+        start = time.perf_counter()
+        out = sample_and_score(result.ldm, result.weight_gen, scorer, tasks, gammas, L.samples_per_task,
+                               scheduler, steps, seed)
+        seconds = time.perf_counter() - start
+        by_gamma = {g: acc.mean().item() for g, acc in per_gamma_task_mean(out, gammas, len(tasks)).items()}
+        unconditional = out["latents"][out["gamma"] == 0] if 0.0 in gammas else out["latents"]
+        spread = (unconditional.std(0) / train_sd).mean().item()
+        runs[(kind, steps or L.train_steps, seed)] = (seconds, by_gamma, spread)
+        print(f"  {kind} {steps or L.train_steps} steps (seed {seed}): {seconds:.1f} s", flush=True)
+    return runs
+
+
+def report(name: str, runs: dict, gammas: list[float], base_seed: int) -> dict:
+    """Prints the table of one generator; returns {(kind, steps): (speed-up, mean change)}."""
+    (t_ref, ref, _), = [v for (k, _, s), v in runs.items() if k == "ddpm" and s == base_seed]
+    print(f"\n{name}: sampler | steps | seconds | speed-up | " + " | ".join(f"γ={g:g}" for g in gammas)
+          + " | mean | change | largest per-γ change | latent spread (γ=0)")
+    out = {}
+    for (kind, steps, seed), (seconds, by_gamma, spread) in runs.items():
+        changes = [by_gamma[g] - ref[g] for g in gammas]
+        mean, change = sum(by_gamma.values()) / len(gammas), sum(changes) / len(gammas)
+        label = kind if seed == base_seed else f"{kind} (seed {seed})"
+        print(f"{label} | {steps} | {seconds:.1f} | {t_ref / seconds:.1f}x | "
+              + " | ".join(f"{by_gamma[g]:.2f}" for g in gammas)
+              + f" | {mean:.2f} | {change:+.2f} | {max(changes, key=abs):+.2f} | {spread:.2f}")
+        if seed == base_seed:
+            out[(kind, steps)] = (t_ref / seconds, change)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--generator", default="HVAE", choices=["HNet", "HVAE"])
-    ap.add_argument("--ddim-steps", default=None,
-                    help="comma-separated DDIM step counts to compare (default: the profile's ldm.ddim_steps); "
-                         "the last line reports the first")
+    ap.add_argument("--generators", default="HNet,HVAE", help="comma-separated: HNet, HVAE")
+    ap.add_argument("--samplers", default=DEFAULT_SAMPLERS,
+                    help="comma-separated sampler[:steps[:steps...]] to compare with DDPM (default: %(default)s)")
     args = ap.parse_args()
+    generators = args.generators.split(",")
+    samplers = parse_samplers(args.samplers)
 
     store = ArtifactStore()
     cfg = get_config("quick")
-    quick = prepare(cfg) if (store.root / "features").exists() else None
-    if quick is None or not quick_ldm_is_cached(cfg, args.generator, quick["data"], quick["features"], store):
-        print("no cached quick HyperLDM: training one at the ci size now (run notebook 05 in quick for the real one)")
+    if not quick_ldms_cached(cfg, generators, store):
+        print("no cached quick HyperLDMs: training them at the ci size now (run notebook 05 in quick for the real ones)")
         cfg = get_config("ci")
-    prepared = prepare(cfg)
-    data, features = prepared["data"], prepared["features"]
-    result = run_hyperldm(cfg, args.generator, data, features, store)
-    L = cfg.ldm
-    gammas = list(L.gammas)
-    tasks = TaskTensors.from_tasks(features, data.split.test)
-    scorer = adapter_scorer(cfg, features)
-    ddim_steps = [int(k) for k in args.ddim_steps.split(",")] if args.ddim_steps else [L.ddim_steps]
-    print(f"{args.generator} + HyperLDM ({cfg.profile}): {len(tasks)} meta-test tasks x {len(gammas)} γ x "
-          f"{L.samples_per_task} samples = {len(tasks) * len(gammas) * L.samples_per_task} networks per sampler, "
-          f"{torch.get_num_threads()} threads")
-    scores = {}
-    for kind, steps in [("ddpm", None)] + [("ddim", k) for k in ddim_steps]:
-        scheduler = ldm_scheduler(L, kind)
-        start = time.perf_counter()
-        out = sample_and_score(result.ldm, result.weight_gen, scorer, tasks, gammas, L.samples_per_task,
-                               scheduler, steps, cfg.base.seed)
-        seconds = time.perf_counter() - start
-        by_gamma = {g: acc.mean().item() for g, acc in per_gamma_task_mean(out, gammas, len(tasks)).items()}
-        scores[steps] = (seconds, sum(by_gamma.values()) / len(by_gamma))
-        print(f"{kind:4s} {steps or L.train_steps:4d} steps: {seconds:7.1f} s; zero-shot by γ: "
-              + ", ".join(f"{g:g}: {a:.2f}" for g, a in by_gamma.items()) + f"; mean {scores[steps][1]:.2f}", flush=True)
-    (t_ddpm, a_ddpm) = scores[None]
-    for k in ddim_steps[1:]:
-        print(f"DDIM {k} steps vs DDPM: {t_ddpm / scores[k][0]:.1f}x faster, {scores[k][1] - a_ddpm:+.2f} points")
-    t_ddim, a_ddim = scores[ddim_steps[0]]
-    print(f"speedup: {t_ddpm / t_ddim:.1f}x, accuracy change: {a_ddim - a_ddpm:+.2f} points")
+    default = (cfg.ldm.sampler, ldm_sampler(cfg.ldm)[1] or cfg.ldm.train_steps)
+    if default[0] != "ddpm" and default not in samplers:
+        samplers.append(default)
+    prepared = prepare(cfg, store)
+    tables = {name: report(name, bench_generator(cfg, name, prepared["data"], prepared["features"], store, samplers),
+                           list(cfg.ldm.gammas), cfg.base.seed)
+              for name in generators}
+    speedup = sum(t[default][0] for t in tables.values()) / len(tables)
+    change = sum(t[default][1] for t in tables.values()) / len(tables)
+    print(f"\nthe profile's sampler: {default[0]}, {default[1]} steps, mean over {', '.join(tables)}")
+    print(f"speedup: {speedup:.1f}x, accuracy change: {change:+.2f} points")
 
 
 if __name__ == "__main__":

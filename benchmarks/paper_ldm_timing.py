@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/paper_ldm_timing.py --profile ci --device cpu    # a smoke run
 
 Trains for `--steps` optimiser steps and extrapolates the profile's full schedule, then samples every
-meta-test task (373 in Meta-VQA) × the γ grid × samples per task with DDPM (all 350 steps) and with DDIM.
+meta-test task (373 in Meta-VQA) × the γ grid × samples per task with DDPM (all 350 steps) and with the
+profile's sampler (`ldm.sampler`).
 Synthetic 32-d latents and 768-d conditions stand in for real ones: only times and memory are meaningful.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import torch
 
 from hyperclip_lib.config import get_config, with_overrides
-from hyperclip_lib.models.hyperldm import ldm_scheduler, ldm_widths, sample, train_ldm
+from hyperclip_lib.models.hyperldm import ldm_sampler, ldm_widths, sample, train_ldm
 
 
 def synchronize(device: str) -> None:
@@ -54,13 +55,13 @@ def main() -> None:
     rows = args.tasks * len(gammas) * L.samples_per_task
     text = cond[torch.arange(rows, device=args.device) % len(cond)]
     gamma = torch.tensor(gammas, device=args.device).repeat_interleave(rows // len(gammas) + 1)[:rows]
-    for kind, steps in (("ddpm", None), ("ddim", L.ddim_steps)):
+    for kind in dict.fromkeys(("ddpm", L.sampler)):
+        scheduler, steps = ldm_sampler(L, kind)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         synchronize(args.device)
         start = time.perf_counter()
-        z = sample(ldm, text, gamma, ldm_scheduler(L, kind), steps,
-                   torch.Generator().manual_seed(0))
+        z = sample(ldm, text, gamma, scheduler, steps, torch.Generator().manual_seed(0))
         synchronize(args.device)
         peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda") else float("nan")
         print(f"{kind} ({steps or L.train_steps} steps): {rows} latents ({args.tasks} tasks x {len(gammas)} γ x "

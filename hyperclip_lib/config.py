@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -157,9 +158,9 @@ class LDMConfig:
     cond_dropout: float = 0.2         # probability of training a described row with the null condition
     ema_decay: float = 0.995
     grad_clip: float = 10.0
-    sampler: str = "ddpm"             # "ddpm" (ancestral, all T steps) or "ddim" (deterministic, ddim_steps:
-                                      # ~9x faster on quick, but 2.8 points lower; benchmarks/bench_sampling.py)
-    ddim_steps: int = 35
+    sampler: str = "ddpm"             # a key of models.hyperldm.SAMPLER_STEPS: "ddpm" (ancestral), "ddim",
+                                      # "dpmsolver++", "sde-dpmsolver++", "unipc"; benchmarks/bench_sampling.py
+    sampler_steps: int | None = None  # network evaluations per sample (None: the sampler's default)
     samples_per_task: int = 3         # sampled networks per meta-test task, their accuracies averaged
     gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # the guidance scales scored (Fig. 5A)
     partial_gammas: tuple[float, ...] = (1.0, 1.5)  # those scored when only part of the descriptors is known
@@ -246,26 +247,31 @@ def parse_numbers(text: str, kind: type = float, name: str = "value") -> list:
         raise ValueError(f"{name} expects comma-separated numbers, e.g. 0,1,2; got {text!r}") from None
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Turn a CLI string into the type the field holds now (ints stay ints, 'none' is None, a tuple of
-    floats from '0,1,1.5' or a list)."""
-    if isinstance(current, tuple):
+def _field_kind(section: Any, name: str) -> type:
+    """The type a config field holds: its value's, or, while it is None, the declared one (`int | None` -> int)."""
+    value = getattr(section, name)
+    if value is not None:
+        return type(value)
+    declared = [a for a in typing.get_args(typing.get_type_hints(type(section))[name]) if a is not type(None)]
+    return (typing.get_origin(declared[0]) or declared[0]) if declared else str
+
+
+def _coerce(value: Any, kind: type, key: str) -> Any:
+    """Turn a CLI string into the field's type (ints stay ints, 'none' is None, a tuple of floats from
+    '0,1,1.5' or a list)."""
+    if issubclass(kind, tuple):
         return tuple(float(v) for v in (parse_numbers(value, float, key) if isinstance(value, str) else value))
     if not isinstance(value, str):
         return value
     if value.lower() in ("none", "null"):
         return None
-    if current is None or isinstance(current, str):
-        return value
     try:
-        if isinstance(current, bool):
+        if kind is bool:
             return {"true": True, "false": False}[value.lower()]
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
+        if kind in (int, float):
+            return kind(value)
     except (KeyError, ValueError):
-        raise ValueError(f"config key {key!r}: cannot read {value!r} as {type(current).__name__}") from None
+        raise ValueError(f"config key {key!r}: cannot read {value!r} as {kind.__name__}") from None
     return value
 
 
@@ -280,7 +286,7 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
         if name not in {f.name for f in dataclasses.fields(sub)}:
             known = ", ".join(f.name for f in dataclasses.fields(sub))
             raise KeyError(f"unknown config key {key!r}; {section} has: {known}")
-        sub = dataclasses.replace(sub, **{name: _coerce(value, getattr(sub, name), key)})
+        sub = dataclasses.replace(sub, **{name: _coerce(value, _field_kind(sub, name), key)})
         cfg = dataclasses.replace(cfg, **{section: sub})
     return cfg
 

@@ -128,6 +128,8 @@ class ArtifactStore:
                 return path
             warnings.warn(f"artifact {stage}: {problem}; rebuilding it", stacklevel=3)
             shutil.rmtree(path)
+        for stale in path.parent.glob(f".{path.name}.building.*"):   # a killed builder's; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.building."))
         try:

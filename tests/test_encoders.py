@@ -80,6 +80,12 @@ def test_world_clip_text_tower_is_minilm_and_stays_frozen(ci_cfg, tmp_path):
     assert torch.allclose(torch.nn.functional.normalize(pooled, dim=-1), want, atol=1e-5)
     t = enc.encode_texts(sentences)
     assert t.shape == (2, ci_cfg.world_clip.embed_dim) and torch.equal(t, enc.encode_texts(sentences))
+    # the tokenizer drops padding columns no sentence uses; the full-width batch embeds the same
+    tokens, full = enc.tokenizer(sentences), enc.tokenizer.full(sentences)
+    assert full.shape[1] == ci_cfg.world_clip.context_length and tokens.shape[1] < full.shape[1]
+    assert torch.equal(tokens, full[:, :tokens.shape[1]]) and (tokens[:, -1] != enc.tokenizer.pad_token_id).any()
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(full, normalize=True), t, atol=1e-5)
     x = enc.encode_images(images(3, size=ci_cfg.world.image_size))
     assert x.shape == (3, ci_cfg.world_clip.embed_dim)
 

@@ -1,6 +1,8 @@
 """HyperLDM: the noise schedule, classifier-free guidance, sampling, the EMA and the γ explorer widget."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,8 @@ from hyperclip_lib.config import LDMConfig, get_config
 from hyperclip_lib.models.adapter import AdapterSpec
 from hyperclip_lib.models.families import AdapterFamily
 from hyperclip_lib.models.hvae import Standardizer
-from hyperclip_lib.models.hyperldm import (HyperLDMNet, TrainedLDM, guided_noise, make_scheduler, sample, train_ldm,
-                                           update_ema)
+from hyperclip_lib.models.hyperldm import (SAMPLER_STEPS, HyperLDMNet, TrainedLDM, guided_noise, ldm_sampler,
+                                           make_scheduler, sample, train_ldm, update_ema)
 from hyperclip_lib.models.latent import LatentGenerator
 from hyperclip_lib.widgets import GammaExplorer
 
@@ -59,17 +61,50 @@ class PerfectGaussianNoise(nn.Module):
 
 
 @pytest.mark.parametrize("kind,steps,var_tolerance", [
-    ("ddpm", None, 0.06), ("ddim", 350, 0.06),
-    ("ddim", 35, 0.2),   # ten times fewer deterministic steps: the variance comes out ~14% low here
+    # measured variance error with this seed in brackets; the tolerance leaves room for float noise only
+    ("ddpm", None, 0.06),             # [-3.8%]
+    ("ddim", 350, 0.06),
+    ("ddim", None, 0.2),              # 35 steps, ten times fewer deterministic steps [-14.3%]
+    ("dpmsolver++", None, 0.1),       # 20 steps [-7.0%]
+    ("sde-dpmsolver++", None, 0.06),  # 20 steps [-3.7%]: as close as full DDPM
+    ("unipc", None, 0.1),             # 20 steps [-6.3%]
 ])
 def test_sampling_with_a_perfect_noise_predictor_recovers_a_gaussian(kind, steps, var_tolerance):
+    """Every sampler at its default step count (`steps` None) against the exact score of a Gaussian."""
     sched = make_scheduler(kind, 350, 1e-4, 0.06)
+    steps = steps or SAMPLER_STEPS[kind]
     m, v = 1.5, 0.25
     perfect = PerfectGaussianNoise(sched.alphas_cumprod, m, v)
     ldm = TrainedLDM(net=None, ema=perfect, scale=Standardizer(torch.zeros(1), torch.ones(1)), history={})
     z = sample(ldm, torch.zeros(20_000, 2), torch.ones(20_000), sched, steps, torch.Generator().manual_seed(0))
     assert z.mean().item() == pytest.approx(m, abs=0.02)
     assert z.var().item() == pytest.approx(v, rel=var_tolerance)
+
+
+def test_ldm_sampler_reads_the_config_and_names_unknown_samplers():
+    L = get_config("ci").ldm
+    assert ldm_sampler(L, "ddpm")[1] is None and ldm_sampler(L, "unipc")[1] == SAMPLER_STEPS["unipc"]
+    L = dataclasses.replace(L, sampler="sde-dpmsolver++", sampler_steps=7)
+    scheduler, steps = ldm_sampler(L)
+    assert type(scheduler).__name__ == "DPMSolverMultistepScheduler" and steps == 7
+    assert scheduler.config.algorithm_type == "sde-dpmsolver++" and ldm_sampler(L, "ddim")[1] == SAMPLER_STEPS["ddim"]
+    with pytest.raises(ValueError, match="ldm.sampler is 'euler'; expected one of ddpm, ddim"):
+        ldm_sampler(dataclasses.replace(L, sampler="euler"))
+
+
+@pytest.mark.parametrize("kind", ["sde-dpmsolver++", "unipc"])
+def test_samples_repeat_with_their_generator_seed(kind):
+    """The SDE solver draws its noise from the generator; UniPC (no generator argument) is deterministic."""
+    torch.manual_seed(0)
+    ema = HyperLDMNet(2, 3, (8, 8, 8), 4)
+    nn.init.normal_(ema.output.weight, std=0.3)
+    ldm = TrainedLDM(None, ema, Standardizer(torch.zeros(2), torch.ones(2)), {})
+    scheduler = make_scheduler(kind, 50, 1e-4, 0.06)
+    cond, gamma = torch.randn(4, 3), torch.full((4,), 1.5)
+    draw = lambda seed: sample(ldm, cond, gamma, scheduler, 10, torch.Generator().manual_seed(seed))
+    first = draw(1)
+    torch.testing.assert_close(first, draw(1))
+    assert not torch.allclose(first, draw(2))
 
 
 def test_sampling_uses_the_ema_weights_and_the_ema_follows_its_formula():

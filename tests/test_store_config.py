@@ -41,6 +41,18 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path):
     assert list((tmp_path / "stage").iterdir()) == []
 
 
+def test_a_killed_builders_half_written_folder_is_cleared_by_the_next_build(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    path = store.path("stage", {"a": 1})
+    stale = path.parent / f".{path.name}.building.dead1234"     # what kill -9 mid-build leaves
+    stale.mkdir(parents=True)
+    (stale / "half.txt").write_text("half")
+    other = path.parent / ".someotherkey.building.alive567"      # another key's build: not ours to touch
+    other.mkdir()
+    assert store.ensure("stage", {"a": 1}, writer(calls)) == path and len(calls) == 1
+    assert not stale.exists() and other.exists()
+
+
 def _slow_build_in_process(root, log):
     def build(folder):
         with open(log, "a") as f:
@@ -99,6 +111,10 @@ def test_profiles_and_overrides():
         (123, "/data/vqa", None, 0.5)
     assert get_config("ci", {"world.seed": 3}).world.seed == 3
     assert get_config("quick", data__vqa_root="/x").data.vqa_root == "/x"
+    # a field that is None now is read as its declared type (`int | None`), and back to None
+    steps = with_overrides(quick, parse_overrides(["ldm.sampler_steps=12"])).ldm.sampler_steps
+    assert steps == 12 and isinstance(steps, int)
+    assert with_overrides(quick, {"base.samples_per_task": "none"}).base.samples_per_task is None
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -106,6 +122,7 @@ def test_profiles_and_overrides():
     ({"nosection.x": 1}, "unknown config section 'nosection'"),
     ({"seed": 1}, "unknown config section 'seed'"),
     ({"world.n_images": "many"}, "cannot read 'many' as int"),
+    ({"ldm.sampler_steps": "few"}, "ldm.sampler_steps.*cannot read 'few' as int"),
 ])
 def test_bad_overrides_are_named(overrides, message):
     with pytest.raises((KeyError, ValueError), match=message):

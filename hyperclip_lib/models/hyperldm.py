@@ -1,9 +1,9 @@
 """HyperLDM (paper §5, A.6.3): a latent diffusion model over generator latents, conditioned on the
 question embedding, sampled with classifier-free guidance (Eq. 10).
 
-The noise schedule and the sampling step are diffusers' `DDPMScheduler` / `DDIMScheduler` (linear β from
-1e-4 to 0.06 over 350 steps in the paper; DDPM's ancestral step uses σ_t² = β̃_t, diffusers'
-"fixed_small"); the network ε_ψ(z_t, t, e) is separate: a residual MLP with squeeze-and-excitation, a
+The noise schedule and the sampling step are diffusers' schedulers over one β schedule (linear from 1e-4
+to 0.06 over 350 steps in the paper): DDPM's ancestral step (σ_t² = β̃_t, diffusers' "fixed_small"), DDIM,
+and the multistep solvers DPM-Solver++ (deterministic or SDE) and UniPC; the network ε_ψ(z_t, t, e) is separate: a residual MLP with squeeze-and-excitation, a
 150-d sinusoidal time embedding concatenated with e at the input and at every hidden block. Classifier-free
 guidance ε̃ = (1−γ)·ε(z_t, t, 0) + γ·ε(z_t, t, e) comes from one batched forward pass over both halves.
 Sampling always uses the EMA copy of the network.
@@ -11,13 +11,14 @@ Sampling always uses the EMA copy of the network.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from tqdm.auto import tqdm
 
 from ..config import LDMConfig
@@ -25,24 +26,42 @@ from .adapter import scaled_text
 from .hvae import Standardizer
 
 
+# Each sampler and its default number of network evaluations (None: every training step).
+SAMPLER_STEPS: dict[str, int | None] = {
+    "ddpm": None,              # ancestral, stochastic
+    "ddim": 35,                # first order, deterministic (the probability-flow ODE)
+    "dpmsolver++": 20,         # DPM-Solver++(2M): second-order multistep, deterministic
+    "sde-dpmsolver++": 20,     # SDE-DPM-Solver++(2M): second-order multistep, fresh noise every step
+    "unipc": 20,               # UniPC (bh2), second-order predictor-corrector, deterministic
+}
+
+
 def make_scheduler(kind: str, train_steps: int, beta_start: float, beta_end: float, schedule: str = "linear"):
-    """DDPM (ancestral, every step) or DDIM (deterministic, fewer steps) over the same β schedule."""
+    """A diffusers scheduler of sampler `kind` (a key of SAMPLER_STEPS) over one β schedule."""
     betas = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
     if schedule not in betas:
         raise ValueError(f"ldm.schedule is {schedule!r}; expected 'linear' or 'cosine'")
     common = dict(num_train_timesteps=train_steps, beta_start=beta_start, beta_end=beta_end,
-                  beta_schedule=betas[schedule], clip_sample=False, prediction_type="epsilon")
+                  beta_schedule=betas[schedule], prediction_type="epsilon")
     if kind == "ddpm":
-        return DDPMScheduler(**common, variance_type="fixed_small")
+        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
     if kind == "ddim":
-        return DDIMScheduler(**common, set_alpha_to_one=True)
-    raise ValueError(f"ldm.sampler is {kind!r}; expected 'ddpm' or 'ddim'")
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+    if kind in ("dpmsolver++", "sde-dpmsolver++"):
+        return DPMSolverMultistepScheduler(**common, algorithm_type=kind, solver_order=2)
+    if kind == "unipc":
+        return UniPCMultistepScheduler(**common, solver_order=2)
+    raise ValueError(f"ldm.sampler is {kind!r}; expected one of {', '.join(SAMPLER_STEPS)}")
 
 
-def ldm_scheduler(ldm_cfg: LDMConfig, kind: str | None = None):
-    """The scheduler of an `ldm` config section: its sampler unless `kind` names one."""
-    return make_scheduler(kind or ldm_cfg.sampler, ldm_cfg.train_steps, ldm_cfg.beta_start, ldm_cfg.beta_end,
-                          ldm_cfg.schedule)
+def ldm_sampler(ldm_cfg: LDMConfig, kind: str | None = None, steps: int | None = None):
+    """(scheduler, steps) of an `ldm` config section: its sampler and `sampler_steps` (None: that sampler's
+    default), unless `kind` / `steps` name others."""
+    kind = kind or ldm_cfg.sampler
+    scheduler = make_scheduler(kind, ldm_cfg.train_steps, ldm_cfg.beta_start, ldm_cfg.beta_end, ldm_cfg.schedule)
+    if steps is None and kind == ldm_cfg.sampler:
+        steps = ldm_cfg.sampler_steps
+    return scheduler, steps if steps is not None else SAMPLER_STEPS[kind]
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -141,7 +160,7 @@ def train_ldm(latents: torch.Tensor, cond: torch.Tensor, described: torch.Tensor
     probability `L.cond_dropout`."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    scheduler = ldm_scheduler(L, "ddpm")
+    scheduler, _ = ldm_sampler(L, "ddpm")
     scale = Standardizer.fit(latents)
     x0 = scale(latents)
     net = HyperLDMNet(latents.shape[1], cond.shape[1], ldm_widths(L), L.time_dim).to(latents.device)
@@ -171,12 +190,15 @@ def train_ldm(latents: torch.Tensor, cond: torch.Tensor, described: torch.Tensor
 def sample(ldm: TrainedLDM, cond: torch.Tensor, gamma: torch.Tensor, scheduler, steps: int | None,
            generator: torch.Generator, net: nn.Module | None = None) -> torch.Tensor:
     """Latents [B, Z] for conditions `cond` [B, E] at guidance scales `gamma` [B], in the original latent
-    units. `steps`: inference steps (None: every training step). Uses the EMA network unless `net` given."""
+    units. `steps`: network evaluations (None: every training step). Uses the EMA network unless `net` given.
+    One loop for every sampler; the stochastic ones draw their noise from `generator`."""
     net = ldm.ema if net is None else net
     scheduler.set_timesteps(steps or scheduler.config.num_train_timesteps)
+    noise = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     z = torch.randn(cond.shape[0], ldm.scale.n_coordinates, generator=generator).to(cond.device)
+    z = z * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         tt = torch.full((cond.shape[0],), int(t), device=cond.device, dtype=torch.long)
-        eps = guided_noise(net, z, tt, cond, gamma)
-        z = scheduler.step(eps, int(t), z, generator=generator).prev_sample
+        eps = guided_noise(net, scheduler.scale_model_input(z, int(t)), tt, cond, gamma)
+        z = scheduler.step(eps, int(t), z, **noise).prev_sample
     return ldm.scale.inverse(z)

@@ -11,7 +11,7 @@ from ..records import save_record
 
 # Bump a stage's number when a change of its code changes what it computes or how it stores it: its cache
 # key, and every key that nests it, then changes, so the stale artifact is rebuilt rather than reused.
-STAGE_VERSIONS = {"world": 2, "metavqa": 1, "world_clip": 1, "features": 1, "baseline": 1, "finetuned": 1,
+STAGE_VERSIONS = {"world": 2, "metavqa": 1, "world_clip": 2, "features": 1, "baseline": 1, "finetuned": 1,
                   "hvae": 3, "hyperclip": 3, "hyperldm": 3, "hyperldm_samples": 1}
 
 

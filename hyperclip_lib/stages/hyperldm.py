@@ -15,7 +15,7 @@ from ..config import Config
 from ..features import FeatureStore
 from ..maml import weights_accuracy
 from ..models.families import AdapterFamily
-from ..models.hyperldm import TrainedLDM, ldm_scheduler, sample, train_ldm
+from ..models.hyperldm import TrainedLDM, ldm_sampler, sample, train_ldm
 from ..models.latent import LatentGenerator
 from ..records import Record
 from ..store import ArtifactStore, atomic_write_json, config_hash
@@ -111,14 +111,15 @@ def run_hyperldm(cfg: Config, name: str, data: Data, features: FeatureStore,
     ldm = ensure_ldm(cfg, name, data, features, store)
     test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)
     scorer = adapter_scorer(cfg, features)
+    scheduler, steps = ldm_sampler(L)
     sample_key = stage_key("hyperldm_samples", model=ldm_key(cfg, name, data, features), sampler=L.sampler,
-                           ddim_steps=L.ddim_steps, samples_per_task=L.samples_per_task, gammas=gammas)
+                           sampler_steps=steps, samples_per_task=L.samples_per_task, gammas=gammas)
 
     def sample_build(folder):
         timings = {}
         with timed(timings, "sample_s"):
-            out = sample_and_score(ldm, weight_gen, scorer, test_tasks, gammas, L.samples_per_task, ldm_scheduler(L),
-                                   L.ddim_steps if L.sampler == "ddim" else None, cfg.base.seed)
+            out = sample_and_score(ldm, weight_gen, scorer, test_tasks, gammas, L.samples_per_task, scheduler,
+                                   steps, cfg.base.seed)
         torch.save({k: v.cpu() for k, v in out.items()}, folder / "samples.pt")
         atomic_write_json(folder / "timing.json", timings)
 
@@ -129,7 +130,8 @@ def run_hyperldm(cfg: Config, name: str, data: Data, features: FeatureStore,
     records = [Record("hyperldm", f"{LDM_METHODS[name]} γ={gamma:g}", cfg.profile, cfg.base.seed,
                       cfg.base.descriptor_fraction, test_tasks.questions, n_query, {"zero_shot": per_task.tolist()},
                       config_hash(sample_key), timings, gamma=gamma,
-                      details={"sampler": L.sampler, "samples_per_task": L.samples_per_task}).to_dict()
+                      details={"sampler": L.sampler, "sampler_steps": steps or L.train_steps,
+                               "samples_per_task": L.samples_per_task}).to_dict()
                for gamma, per_task in per_gamma_task_mean(samples, gammas, len(test_tasks)).items()]
     return LDMResult(records, ldm, weight_gen, samples)
 
