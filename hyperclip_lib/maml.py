@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import BaseModelConfig, MethodConfig
 from .models.families import AdapterFamily, Family, task_accuracies, task_losses
-from .taskdata import Batch, TaskTensors
+from .taskdata import Batch, TaskTensors, size_sorted_chunks
 
 
 def adapt(family: Family, params: dict, phi: torch.Tensor, batch: Batch, steps: torch.Tensor | int, lr: float,
@@ -66,20 +66,21 @@ def evaluate(family: Family, params: dict, tasks: TaskTensors, cfg: BaseModelCon
              progress: bool = False) -> dict[str, torch.Tensor]:
     """Per-task query accuracy (%) zero-shot and, when `few_shot_lr` is given, after `few_shot_steps`
     of adaptation on each task's support set (A.7). Also the query sizes, for weighted means."""
-    zero, few = [], []
-    chunks = torch.arange(len(tasks)).split(cfg.eval_tasks)
-    for idx in tqdm(chunks, desc="evaluate", leave=False, disable=not progress):
+    zero = torch.empty(len(tasks), device=tasks.labels.device)
+    few = zero.clone() if few_shot_lr is not None else None
+    for idx in tqdm(size_sorted_chunks(tasks.n_samples, cfg.eval_tasks), desc="evaluate", leave=False,
+                    disable=not progress):
         batch = tasks.fixed_batch(idx)
         with torch.no_grad():
             phi0 = family.start(params, batch)
-            zero.append(task_accuracies(family.logits(params, phi0, batch.x, batch), batch.labels, batch.query))
-        if few_shot_lr is not None:
+            zero[idx] = task_accuracies(family.logits(params, phi0, batch.x, batch), batch.labels, batch.query)
+        if few is not None:
             phi = adapt(family, params, phi0.detach(), batch, cfg.few_shot_steps, few_shot_lr).detach()
             with torch.no_grad():
-                few.append(task_accuracies(family.logits(params, phi, batch.x, batch), batch.labels, batch.query))
-    out = {"zero_shot": torch.cat(zero), "n_query": tasks.n_samples - tasks.n_support}
-    if few:
-        out["few_shot"] = torch.cat(few)
+                few[idx] = task_accuracies(family.logits(params, phi, batch.x, batch), batch.labels, batch.query)
+    out = {"zero_shot": zero, "n_query": tasks.n_samples - tasks.n_support}
+    if few is not None:
+        out["few_shot"] = few
     return out
 
 
@@ -160,10 +161,10 @@ def weights_accuracy(adapter: AdapterFamily, weights: torch.Tensor, tasks: TaskT
                      chunk: int = 256) -> torch.Tensor:
     """Query accuracy (%) of adapter weights `weights[m]` on task `task[m]`'s fixed query set (the
     adapter family's φ is the weights themselves, so it needs no meta-parameters)."""
-    out = []
-    for rows in torch.arange(len(task)).split(chunk):
+    out = torch.empty(len(task), device=weights.device)
+    for rows in size_sorted_chunks(tasks.n_samples[task], chunk):
+        rows = rows.to(task.device)
         batch = tasks.fixed_batch(task[rows])
         with torch.no_grad():
-            logits = adapter.logits({}, weights[rows], batch.x, batch)
-            out.append(task_accuracies(logits, batch.labels, batch.query))
-    return torch.cat(out)
+            out[rows] = task_accuracies(adapter.logits({}, weights[rows], batch.x, batch), batch.labels, batch.query)
+    return out

@@ -101,7 +101,8 @@ class TaskTensors:
         n = self.image_index.shape[1]
         keys = torch.rand(len(idx), n, generator=generator).to(counts.device)
         keys[torch.arange(n, device=idx.device)[None] >= counts[:, None]] = 2.0   # padding sorts last
-        take = n if samples_per_task is None else min(samples_per_task, n)
+        longest = int(counts.max())   # columns past every drawn task's size would be padding only
+        take = longest if samples_per_task is None else min(samples_per_task, longest)
         columns = keys.argsort(dim=1)[:, :take]
         kept = counts.clamp(max=take)
         pos = torch.arange(take, device=idx.device)[None]
@@ -110,6 +111,13 @@ class TaskTensors:
         valid = pos < kept[:, None]
         support = pos < n_support[:, None]
         return self._batch(idx, columns, support & valid, valid & ~support)
+
+
+def size_sorted_chunks(sizes: torch.Tensor, chunk: int) -> tuple[torch.Tensor, ...]:
+    """Positions 0..len(sizes)-1 ordered by size, in chunks of `chunk`: a chunk padded to its largest member
+    then wastes little (task sizes have a long tail, max ~10x the median), so scoring costs follow the data,
+    not the largest task. Callers write each chunk's results back at its positions."""
+    return torch.argsort(sizes.cpu(), stable=True).split(chunk)
 
 
 def described_tasks(n_tasks: int, fraction: float, seed: int) -> torch.Tensor:

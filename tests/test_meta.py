@@ -11,7 +11,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from hyperclip_lib.models.adapter import AdapterSpec, adapter_logits
 from hyperclip_lib.config import BaseModelConfig, MethodConfig
-from hyperclip_lib.maml import adapt, clipped_step, evaluate, meta_loss, train
+from hyperclip_lib.maml import adapt, clipped_step, evaluate, meta_loss, train, weights_accuracy
 from hyperclip_lib.models.families import RECIPES, AdapterFamily, FiLMFamily, HyperNetFamily, make_family, task_losses
 from hyperclip_lib.taskdata import Batch, described_tasks
 
@@ -190,6 +190,25 @@ def test_multitask_and_maml_beat_chance_on_held_out_toy_tasks(method, cfg, toy_t
     assert sum(history["loss"][-5:]) < sum(history["loss"][:5])
     assert zero > chance + 20 and zero > before + 15, (chance, before, zero)
     assert few > chance + 20
+
+
+def test_scores_do_not_depend_on_how_tasks_are_chunked_and_padded(toy_tasks):
+    """evaluate and weights_accuracy score tasks in size-sorted chunks; each task's result lands at its own
+    position and equals scoring it alone (no padding)."""
+    family, base = toy_setup("Uncond. Multitask")
+    tasks, params = toy_tasks(23, seed=3), leaf_params(family, seed=1)
+    with torch.no_grad():
+        params["W"].normal_(std=0.1, generator=torch.Generator().manual_seed(2))
+    alone = evaluate(family, params, tasks, dataclasses.replace(base, eval_tasks=1), few_shot_lr=0.05)
+    chunked = evaluate(family, params, tasks, dataclasses.replace(base, eval_tasks=5), few_shot_lr=0.05)
+    for metric in ("zero_shot", "few_shot"):
+        torch.testing.assert_close(chunked[metric], alone[metric])
+    assert alone["few_shot"].mean() > alone["zero_shot"].mean()   # the adaptation did something to compare
+    task = torch.tensor([4, 0, 22, 4, 9, 13])
+    weights = params["W"].detach() + 0.1 * torch.randn(len(task), family.spec.n_params,
+                                                        generator=torch.Generator().manual_seed(4))
+    one_by_one = torch.cat([weights_accuracy(family, weights[i:i + 1], tasks, task[i:i + 1]) for i in range(len(task))])
+    torch.testing.assert_close(weights_accuracy(family, weights, tasks, task, chunk=4), one_by_one)
 
 
 def test_conditional_training_never_reads_a_hidden_descriptor(toy_tasks):
