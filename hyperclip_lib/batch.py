@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .analysis import results_tables
 from .config import default_seeds, get_config
+from .records import load_records, stage_times
 from .runlock import RunFolder
 from .store import atomic_write_bytes, atomic_write_json, file_sha256
 
@@ -300,6 +301,9 @@ def write_summary(run: Run, status: dict[str, str], wall_s: float) -> Path:
     if records.exists() and any(records.glob("*.json")):
         for title, table in results_tables(records).items():
             lines += [f"## {title}", "", markdown_table(table), ""]
+        lines += ["## Time per stage", "", "Summed over the cached artifacts behind the records (each once; a cached "
+                  "one reports the time it took when built). Notebook 01 prints its own stages' times.", "",
+                  markdown_table(stage_times(load_records(records))), ""]
     path = run.out / "summary.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path

@@ -120,6 +120,21 @@ def summary_table(records: list[dict], metric: str = "zero_shot", column: str = 
     return out.rename(columns={"count": "seeds"}).reset_index(drop=True)
 
 
+def stage_times(records: list[dict]) -> pd.DataFrame:
+    """Minutes per stage (record kind) and timing (train_s, sample_s, ...), summed over the artifacts behind
+    the records, each counted once: the γ rows of one HyperLDM sampling share one artifact and its timings.
+    A cached artifact reports the time it took when it was built."""
+    artifacts = {(r["kind"], r["config_hash"]): r.get("timings", {}) for r in records}
+    totals: dict[tuple[str, str], float] = {}
+    for (kind, _), timings in artifacts.items():
+        for name, seconds in timings.items():
+            totals[(kind, name)] = totals.get((kind, name), 0.0) + seconds
+    counts = pd.Series([kind for kind, _ in artifacts]).value_counts()
+    return pd.DataFrame([{"stage": kind, "timing": name, "artifacts": int(counts[kind]), "minutes": round(s / 60, 1)}
+                         for (kind, name), s in sorted(totals.items())],
+                        columns=["stage", "timing", "artifacts", "minutes"])
+
+
 def floor_and_ceiling(records: list[dict]) -> tuple[float, float]:
     """Zero-shot floor (CLIP as base model) and few-shot ceiling (the best method's few-shot task
     mean, as the paper's 60.24%), each averaged over seeds."""

@@ -2,6 +2,7 @@
 import pytest
 
 from hyperclip_lib.analysis import compare, family_table, paper_claims
+from hyperclip_lib.records import stage_times
 
 
 def record(method, seed, accuracies, share=1.0, few=None, kind="baseline"):
@@ -48,3 +49,13 @@ def test_accuracy_by_question_family():
     assert table.loc["CLIP as base model", "color"] == 40 and table.loc["CLIP as base model", "count"] == 60
     assert table.loc["CLIP as base model", "shape"] == 50
     assert table.loc["tasks"].sum() == 3
+
+
+def test_stage_times_count_each_artifact_once():
+    rows = [{"kind": "hyperldm", "config_hash": "s1", "timings": {"train_s": 60, "sample_s": 30}},   # γ=0 ...
+            {"kind": "hyperldm", "config_hash": "s1", "timings": {"train_s": 60, "sample_s": 30}},   # ... γ=1: same
+            {"kind": "hyperldm", "config_hash": "s2", "timings": {"train_s": 120, "sample_s": 90}},
+            {"kind": "baseline", "config_hash": "b1", "timings": {"wall_s": 600}}]
+    table = stage_times(rows).set_index(["stage", "timing"])
+    assert table.loc[("hyperldm", "train_s"), "minutes"] == 3.0 and table.loc[("hyperldm", "sample_s"), "minutes"] == 2.0
+    assert table.loc[("hyperldm", "train_s"), "artifacts"] == 2 and table.loc[("baseline", "wall_s"), "minutes"] == 10.0

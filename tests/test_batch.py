@@ -161,6 +161,7 @@ def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tm
     assert len(record["config_hash"]) == 16 and {"python", "torch", "numpy"} <= record["versions"].keys()
     summary = (tmp_path / "a" / "summary.md").read_text()
     assert "Table 1 (ci)" in summary and "| 06_analysis | done |" in summary
+    assert "## Time per stage" in summary and "| hyperldm | sample_s | 2 |" in summary   # HNet's and HVAE's
     assert (tmp_path / "a" / "figures" / "06_fig5a_gamma_ci.png").stat().st_size > 0
 
     again = _batch(tmp_path / "a", tmp_path / "home_a")

@@ -3,8 +3,9 @@ question embedding, sampled with classifier-free guidance (Eq. 10).
 
 The noise schedule and the sampling step are diffusers' schedulers over one β schedule (linear from 1e-4
 to 0.06 over 350 steps in the paper): DDPM's ancestral step (σ_t² = β̃_t, diffusers' "fixed_small"), DDIM,
-and the multistep solvers DPM-Solver++ (deterministic or SDE) and UniPC; the network ε_ψ(z_t, t, e) is separate: a residual MLP with squeeze-and-excitation, a
-150-d sinusoidal time embedding concatenated with e at the input and at every hidden block. Classifier-free
+and the multistep solvers DPM-Solver++ (deterministic or SDE) and UniPC. The network ε_ψ(z_t, t, e) is
+separate: a residual MLP with squeeze-and-excitation, a 150-d sinusoidal time embedding concatenated with e
+at the input and at every hidden block. Classifier-free
 guidance ε̃ = (1−γ)·ε(z_t, t, 0) + γ·ε(z_t, t, e) comes from one batched forward pass over both halves.
 Sampling always uses the EMA copy of the network.
 """
