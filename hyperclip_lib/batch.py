@@ -240,9 +240,14 @@ def execute(run: Run, jobs: int = 1, force: bool = False, log=print) -> dict[str
             signal.signal(sig, handler)
 
 
+def wave_threads(jobs: int, wave_size: int, cpus: int | None = None) -> int:
+    """CPU threads per notebook kernel: the cores shared by the notebooks that run at once in this wave, so a
+    wave of one (notebook 01, 06) gets every core rather than 1/jobs of them."""
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, min(jobs, wave_size)))
+
+
 def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[str, str]:
     status = {}
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     upstream_ran = False   # later notebooks read what earlier ones wrote: once one runs, the rest run too
     for wave in sorted({j.wave for j in run.jobs}):
         todo = []
@@ -258,7 +263,9 @@ def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[s
             continue
         for job in todo:
             log(f"[start] {job.name} ({', '.join(f'{k}={v}' for k, v in job.parameters.items() if k in ('seeds', 'descriptor_fractions', 'methods', 'generators'))})")
-        with ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool:
+        workers = max(1, min(jobs, len(todo)))
+        threads = wave_threads(jobs, len(todo))
+        with ThreadPoolExecutor(workers) as pool:
             running = [pool.submit(_run_job_with_retry, run, j, threads, jobs == 1, folder, log) for j in todo]
             for future in as_completed(running):
                 job, seconds, rc = future.result()

@@ -2,6 +2,8 @@
 tests can set a control's value and check the redraw without a browser."""
 from __future__ import annotations
 
+import time
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
@@ -96,12 +98,13 @@ class GammaExplorer:
     among the training latents (first two principal directions, as notebook 03)."""
 
     def __init__(self, sampler, weight_gen: LatentGenerator, adapter: AdapterFamily, tasks: TaskTensors,
-                 answers: list[list[str]], train_latents: torch.Tensor, n_samples: int = 4, seed: int = 0):
+                 answers: list[list[str]], train_latents: torch.Tensor, n_samples: int = 4, seed: int = 0,
+                 task: int = 0):
         self.sampler, self.weight_gen, self.adapter, self.tasks, self.answers = sampler, weight_gen, adapter, tasks, answers
         self.n_samples, self.seed = n_samples, seed
         self.mean, self.directions, _ = principal_directions(train_latents, 2)
         self.background = ((train_latents - self.mean) @ self.directions.T).numpy()
-        self.task = widgets.Dropdown(options=[(q, i) for i, q in enumerate(tasks.questions)], value=0,
+        self.task = widgets.Dropdown(options=[(q, i) for i, q in enumerate(tasks.questions)], value=task,
                                      description="task", layout=widgets.Layout(width="95%"))
         self.gamma = widgets.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="γ",
                                          continuous_update=False)
@@ -113,6 +116,7 @@ class GammaExplorer:
         self.redraw()
 
     def redraw(self) -> None:
+        start = time.perf_counter()
         task, gamma = self.task.value, float(self.gamma.value)
         cond = self.tasks.text[[task] * self.n_samples]
         z = self.sampler(cond, torch.full((self.n_samples,), gamma), torch.Generator().manual_seed(self.seed))
@@ -144,6 +148,8 @@ class GammaExplorer:
             plt.show()
             self.figure = fig
             plt.close(fig)
+        self.state["seconds"] = time.perf_counter() - start
+        self.readout.value += f" <small>(sampled, scored and drawn in {self.state['seconds']:.2f} s)</small>"
 
     def show(self) -> None:
         display(widgets.VBox([self.task, self.gamma, self.readout, self.output]))

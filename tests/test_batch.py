@@ -137,6 +137,25 @@ def test_resume_skips_finished_jobs_until_something_before_them_reruns(tmp_path)
     assert not is_done(run, run.jobs[-1])   # its executed notebook is gone
 
 
+def test_each_wave_shares_the_cores_among_the_notebooks_it_runs_at_once(tmp_path, monkeypatch):
+    """A notebook alone in its wave (01, 06) gets every core; a full wave of 2 at a time, half each."""
+    run = plan_run("quick", tmp_path, seeds=[0, 1], split_seeds=True)
+    threads = {}
+
+    def fake_run_job(run, job, n_threads, show_progress, folder):
+        threads[job.name] = n_threads
+        (run.out / "notebooks").mkdir(exist_ok=True)
+        (run.out / "notebooks" / f"{job.name}.ipynb").write_text("{}")
+        return job, 0.0, 0
+
+    monkeypatch.setattr(batch, "_run_job", fake_run_job)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
+    assert set(execute(run, jobs=2, log=lambda *_: None).values()) == {"done"}
+    assert threads["01_dataset"] == 4 and threads["06_analysis"] == 4
+    assert threads["02_baselines-seed0"] == 2 and threads["05_hyperldm-seed1"] == 2
+    assert batch.wave_threads(jobs=3, wave_size=2, cpus=12) == 6 and batch.wave_threads(8, 8, cpus=2) == 1
+
+
 def _batch(out: Path, home: Path, wait: bool = True):
     env = {**os.environ, "HYPERCLIP_HOME": str(home), "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci", "--out", str(out)]

@@ -15,6 +15,7 @@ from hyperclip_lib.models.hvae import Standardizer
 from hyperclip_lib.models.hyperldm import (SAMPLER_STEPS, HyperLDMNet, TrainedLDM, guided_noise, ldm_sampler,
                                            make_scheduler, sample, train_ldm, update_ema)
 from hyperclip_lib.models.latent import LatentGenerator
+from hyperclip_lib.stages.hyperldm import most_guided_task
 from hyperclip_lib.widgets import GammaExplorer
 
 
@@ -179,3 +180,11 @@ def test_gamma_slider_redraws_for_the_gamma_it_was_given(toy_tasks):
     assert view.state["predicted"] != first["predicted"] or view.state["accuracy"] != first["accuracy"]
     assert "γ = 3.5" in view.figure.axes[0].get_title()
     assert f"γ = 3.5: accuracy {view.state['accuracy']:.1f}%" in view.readout.value
+    assert 0 < view.state["seconds"] < 60 and f"drawn in {view.state['seconds']:.2f} s" in view.readout.value
+    assert GammaExplorer(sampler, gen, AdapterFamily(spec), tasks, names, torch.randn(30, 2), task=2).state["task"] == 2
+
+
+def test_the_gamma_explorer_opens_on_the_task_guidance_moves_most():
+    samples = {"task": torch.tensor([0, 1, 2, 0, 1, 2]), "gamma": torch.tensor([0.0, 0, 0, 3, 3, 3]),
+               "accuracy": torch.tensor([50.0, 40, 70, 55, 10, 72])}   # task 1 drops 30 points from γ 0 to 3
+    assert most_guided_task(samples, [0.0, 3.0], 3) == 1

@@ -70,6 +70,13 @@ def per_gamma_task_mean(samples: dict, gammas: list[float], n_tasks: int) -> dic
     return out
 
 
+def most_guided_task(samples: dict, gammas: list[float], n_tasks: int) -> int:
+    """The task whose sampled networks' accuracy changes most between the smallest and the largest γ: where
+    the γ slider has something to show."""
+    by_gamma = per_gamma_task_mean(samples, gammas, n_tasks)
+    return int((by_gamma[max(gammas)] - by_gamma[min(gammas)]).abs().argmax())
+
+
 def ldm_key(cfg: Config, name: str, data: Data, features: FeatureStore) -> dict:
     """What a trained HyperLDM depends on (not how it is sampled)."""
     return stage_key("hyperldm", generator=name, finetuned=finetuned_key(cfg, FINETUNE_SOURCE[name], data, features),
