@@ -115,12 +115,23 @@ class GammaExplorer:
             control.observe(lambda change: self.redraw(), names="value")
         self.redraw()
 
+    def draw_networks(self, task: int, gamma: float) -> tuple[torch.Tensor, list[dict]]:
+        """What the view shows for (task, γ): the sampled latents and each decoded network's answers."""
+        cond = self.tasks.text[[task] * self.n_samples]
+        z = self.sampler(cond, torch.full((self.n_samples,), gamma), torch.Generator().manual_seed(self.seed))
+        return z, [answer_distributions(self.weight_gen, self.adapter, self.tasks, task, zi) for zi in z]
+
+    def most_moved_task(self, candidates: list[int]) -> int:
+        """Of `candidates`, the task whose drawn networks' mean accuracy differs most between the slider's ends
+        (γ = 0 and its maximum): where moving it shows guidance at work."""
+        def accuracy(task: int, gamma: float) -> float:
+            return float(np.mean([r["accuracy"] for r in self.draw_networks(task, gamma)[1]]))
+        return max(candidates, key=lambda t: abs(accuracy(t, self.gamma.max) - accuracy(t, self.gamma.min)))
+
     def redraw(self) -> None:
         start = time.perf_counter()
         task, gamma = self.task.value, float(self.gamma.value)
-        cond = self.tasks.text[[task] * self.n_samples]
-        z = self.sampler(cond, torch.full((self.n_samples,), gamma), torch.Generator().manual_seed(self.seed))
-        results = [answer_distributions(self.weight_gen, self.adapter, self.tasks, task, zi) for zi in z]
+        z, results = self.draw_networks(task, gamma)
         predicted = np.mean([r["predicted"] for r in results], axis=0)
         self.state = {"task": task, "gamma": gamma, "accuracy": float(np.mean([r["accuracy"] for r in results])),
                       "accuracies": [r["accuracy"] for r in results], "predicted": predicted.tolist(),

@@ -15,7 +15,7 @@ from hyperclip_lib.models.hvae import Standardizer
 from hyperclip_lib.models.hyperldm import (SAMPLER_STEPS, HyperLDMNet, TrainedLDM, guided_noise, ldm_sampler,
                                            make_scheduler, sample, train_ldm, update_ema)
 from hyperclip_lib.models.latent import LatentGenerator
-from hyperclip_lib.stages.hyperldm import most_guided_task
+from hyperclip_lib.stages.hyperldm import tasks_by_guidance
 from hyperclip_lib.widgets import GammaExplorer
 
 
@@ -184,7 +184,22 @@ def test_gamma_slider_redraws_for_the_gamma_it_was_given(toy_tasks):
     assert GammaExplorer(sampler, gen, AdapterFamily(spec), tasks, names, torch.randn(30, 2), task=2).state["task"] == 2
 
 
-def test_the_gamma_explorer_opens_on_the_task_guidance_moves_most():
+def test_the_gamma_explorer_can_open_on_the_task_guidance_moves_most(toy_tasks):
     samples = {"task": torch.tensor([0, 1, 2, 0, 1, 2]), "gamma": torch.tensor([0.0, 0, 0, 3, 3, 3]),
                "accuracy": torch.tensor([50.0, 40, 70, 55, 10, 72])}   # task 1 drops 30 points from γ 0 to 3
-    assert most_guided_task(samples, [0.0, 3.0], 3) == 1
+    assert tasks_by_guidance(samples, [0.0, 3.0], 3) == [1, 0, 2]
+    # the explorer checks candidates with its own draws: here γ only moves the networks of task 2's question
+    tasks = toy_tasks(4)
+    spec = AdapterSpec(8, 4)
+    A = torch.randn(2, spec.n_params, generator=torch.Generator().manual_seed(0)) * 0.5
+    gen = LatentGenerator("toy", 2, lambda z: z @ A)
+
+    def sampler(cond, gamma, generator):
+        moves = (cond == tasks.text[2]).all(-1).float()[:, None]
+        return 2 * gamma[:, None] * moves * torch.ones(len(gamma), 2) + 0.1 * torch.randn(len(gamma), 2, generator=generator)
+
+    names = [[f"answer {k}" for k in range(int(m.sum()))] for m in tasks.answer_mask]
+    view = GammaExplorer(sampler, gen, AdapterFamily(spec), tasks, names, torch.randn(30, 2), n_samples=3)
+    accuracy = lambda task, gamma: np.mean([r["accuracy"] for r in view.draw_networks(task, gamma)[1]])
+    assert accuracy(2, 0.0) != accuracy(2, 4.0) and accuracy(0, 0.0) == accuracy(0, 4.0)
+    assert view.most_moved_task([0, 1, 2, 3]) == 2

@@ -70,11 +70,11 @@ def per_gamma_task_mean(samples: dict, gammas: list[float], n_tasks: int) -> dic
     return out
 
 
-def most_guided_task(samples: dict, gammas: list[float], n_tasks: int) -> int:
-    """The task whose sampled networks' accuracy changes most between the smallest and the largest γ: where
-    the γ slider has something to show."""
+def tasks_by_guidance(samples: dict, gammas: list[float], n_tasks: int) -> list[int]:
+    """Tasks ordered by how much their sampled networks' accuracy changes between the smallest and the largest
+    γ of the sweep, most first: where the γ slider has something to show."""
     by_gamma = per_gamma_task_mean(samples, gammas, n_tasks)
-    return int((by_gamma[max(gammas)] - by_gamma[min(gammas)]).abs().argmax())
+    return (by_gamma[max(gammas)] - by_gamma[min(gammas)]).abs().argsort(descending=True, stable=True).tolist()
 
 
 def ldm_key(cfg: Config, name: str, data: Data, features: FeatureStore) -> dict:
