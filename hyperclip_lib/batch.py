@@ -246,6 +246,22 @@ def wave_threads(jobs: int, wave_size: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // max(1, min(jobs, wave_size)))
 
 
+def _note_result(run: Run, status: dict, job: Job, seconds: float, rc: int, log) -> None:
+    if rc == 0:
+        status[job.name] = "done"
+        run.finished[job.name] = {"fingerprint": job.fingerprint(), "seconds": round(seconds, 1),
+                                  "at": datetime.datetime.now().isoformat(timespec="seconds")}
+        _save_progress(run)
+        log(f"[done] {job.name} in {seconds / 60:.1f} min")
+    else:
+        status[job.name] = "failed"
+        failed = run.out / "notebooks" / f"{job.name}.FAILED.ipynb"
+        cell = failed_cell(failed)
+        cause = f" ({'timed out' if timed_out(run, job) else 'failed'} in {cell})" if cell else ""
+        log(f"[FAILED] {job.name} after {seconds / 60:.1f} min{cause}: see "
+            f"{run.out / 'logs' / (job.name + '.log')} and {failed}")
+
+
 def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[str, str]:
     status = {}
     upstream_ran = False   # later notebooks read what earlier ones wrote: once one runs, the rest run too
@@ -267,21 +283,13 @@ def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[s
         threads = wave_threads(jobs, len(todo))
         with ThreadPoolExecutor(workers) as pool:
             running = [pool.submit(_run_job_with_retry, run, j, threads, jobs == 1, folder, log) for j in todo]
-            for future in as_completed(running):
-                job, seconds, rc = future.result()
-                if rc == 0:
-                    status[job.name] = "done"
-                    run.finished[job.name] = {"fingerprint": job.fingerprint(), "seconds": round(seconds, 1),
-                                              "at": datetime.datetime.now().isoformat(timespec="seconds")}
-                    _save_progress(run)
-                    log(f"[done] {job.name} in {seconds / 60:.1f} min")
-                else:
-                    status[job.name] = "failed"
-                    failed = run.out / "notebooks" / f"{job.name}.FAILED.ipynb"
-                    cell = failed_cell(failed)
-                    cause = f" ({'timed out' if timed_out(run, job) else 'failed'} in {cell})" if cell else ""
-                    log(f"[FAILED] {job.name} after {seconds / 60:.1f} min{cause}: see "
-                        f"{run.out / 'logs' / (job.name + '.log')} and {failed}")
+            try:
+                for future in as_completed(running):
+                    _note_result(run, status, *future.result(), log)
+            except BaseException:   # a signal or Ctrl-C: start nothing more and stop what runs, before the pool
+                pool.shutdown(wait=False, cancel_futures=True)   # would wait for every queued notebook
+                folder.stop_all()
+                raise
     return status
 
 

@@ -226,6 +226,8 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
                 "generator.finetune_per_task": 2, "generator.finetune_steps": 5, "generator.hvae_hidden1": 32,
                 "generator.hvae_hidden2": 16, "generator.hvae_latent": 4, "generator.hvae_epochs": 2,
                 "hyperclip.hidden": 16, "hyperclip.epochs": 2, "hyperclip.guidance_steps": 3,
+                # 300 LDM steps (under a second): at 20 the condition had not yet reached the network, and γ
+                # changed no sample, which left the γ slider's browser check nothing to prove
                 "ldm.width1": 32, "ldm.width2": 64, "ldm.width3": 32, "ldm.steps": 300, "ldm.batch": 64,
                 "ldm.train_steps": 50, "ldm.samples_per_task": 1, "ldm.gammas": "0,1,1.5", "ldm.partial_gammas": "1.5"}
     if profile == "paper":

@@ -71,6 +71,33 @@ def test_a_cell_past_its_timeout_is_named_and_its_notebook_runs_once_more(tmp_pa
     assert 5 <= seconds < 60
 
 
+def test_sigterm_stops_the_running_notebooks_and_starts_no_queued_one(tmp_path, monkeypatch):
+    """Real papermill runs of three notebooks that would sleep 120 s, two at a time; SIGTERM after they start."""
+    import nbformat
+    import signal
+    import threading
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]),
+                   tmp_path / "sleep.ipynb")
+    monkeypatch.setattr(batch, "NOTEBOOKS", tmp_path)
+    run = batch.Run("ci", tmp_path / "run", [Job(f"sleep{i}", "sleep.ipynb", 0, {}) for i in range(3)])
+    logs = run.out / "logs"
+    threading.Thread(target=lambda: (_wait_for(lambda: len(list(logs.glob("*.log"))) == 2, 120), time.sleep(5),
+                                     os.kill(os.getpid(), signal.SIGTERM)), daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(SystemExit):
+        execute(run, jobs=2, log=lambda *_: None)
+    assert time.monotonic() - start < 90                            # not the 120 s the notebooks would sleep
+    assert sorted(p.name for p in logs.glob("*.log")) == ["sleep0.log", "sleep1.log"]   # sleep2 never started
+    left = subprocess.run(["pgrep", "-f", str(run.out)], capture_output=True, text=True).stdout.split()
+    assert left == [], f"papermill or kernel processes still running: {left}"
+
+
+def _wait_for(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def test_the_cell_timeout_follows_the_profile_and_can_be_lifted(tmp_path):
     assert plan_run("ci", tmp_path).cell_timeout == batch.CELL_TIMEOUT_S["ci"]
     assert plan_run("paper", tmp_path).cell_timeout is None
