@@ -24,7 +24,7 @@ import torch
 from hyperclip_lib.config import get_config
 from hyperclip_lib.models.hyperldm import SAMPLER_STEPS, ldm_sampler
 from hyperclip_lib.stages.baselines import adapter_scorer
-from hyperclip_lib.stages.data import prepare
+from hyperclip_lib.stages.data import encoder_backend, prepare, world_clip_config
 from hyperclip_lib.stages.generators import generator_latents
 from hyperclip_lib.stages.hyperldm import ldm_key, per_gamma_task_mean, run_hyperldm, sample_and_score
 from hyperclip_lib.store import ArtifactStore
@@ -44,12 +44,15 @@ def parse_samplers(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def quick_ldms_cached(cfg, generators, store: ArtifactStore) -> bool:
-    if not (store.root / "features").exists():
-        return False
+def cached_ldms(cfg, generators, store: ArtifactStore) -> dict | None:
+    """prepare(cfg) when `cfg`'s HyperLDMs for `generators` are all in the cache, else None. Looks for the world
+    CLIP first, without building it: that would take most of an hour when only the ci artifacts are there."""
+    if encoder_backend(cfg) == "world_clip" and not store.path("world_clip", world_clip_config(cfg)).exists():
+        return None
     prepared = prepare(cfg, store)
-    return all(store.path("hyperldm", ldm_key(cfg, g, prepared["data"], prepared["features"])).exists()
-               for g in generators)
+    cached = all(store.path("hyperldm", ldm_key(cfg, g, prepared["data"], prepared["features"])).exists()
+                 for g in generators)
+    return prepared if cached else None
 
 
 def bench_generator(cfg, name: str, data, features, store, samplers) -> dict:
@@ -113,13 +116,14 @@ def main() -> None:
 
     store = ArtifactStore()
     cfg = get_config("quick")
-    if not quick_ldms_cached(cfg, generators, store):
+    prepared = cached_ldms(cfg, generators, store)
+    if prepared is None:
         print("no cached quick HyperLDMs: training them at the ci size now (run notebook 05 in quick for the real ones)")
         cfg = get_config("ci")
+        prepared = prepare(cfg, store)
     default = (cfg.ldm.sampler, ldm_sampler(cfg.ldm)[1] or cfg.ldm.train_steps)
     if default[0] != "ddpm" and default not in samplers:
         samplers.append(default)
-    prepared = prepare(cfg, store)
     tables = {name: report(name, bench_generator(cfg, name, prepared["data"], prepared["features"], store, samplers),
                            list(cfg.ldm.gammas), cfg.base.seed, cfg.ldm.train_steps)
               for name in generators}

@@ -63,6 +63,7 @@ class Run:
     records: dict = field(default_factory=dict)    # record file -> SHA-256, as the finished jobs left them
     stale: list = field(default_factory=list)      # records missing or changed since then (all jobs rerun)
     cell_timeout: int | None = None                # seconds per cell; None: no limit
+    failures: dict = field(default_factory=dict)   # job name -> why it failed, this invocation (for the summary)
 
 
 def default_fractions(profile: str) -> tuple[list[float], list[float]]:
@@ -147,6 +148,26 @@ def is_done(run: Run, job: Job) -> bool:
         run.out / "notebooks" / f"{job.name}.ipynb").exists()
 
 
+def describe(job: Job) -> str:
+    """'05_hyperldm-seed1 (descriptor_fractions=[1.0, 0.5], seeds=[1])': the job and what sets it apart."""
+    shown = ", ".join(f"{k}={v}" for k, v in job.parameters.items()
+                      if k in ("seeds", "descriptor_fractions", "methods", "generators"))
+    return f"{job.name} ({shown})" if shown else job.name
+
+
+def _tied_to_this_process() -> list[str]:
+    """The Python command line that runs its arguments as a child which dies with the process starting it.
+    A Ray worker or a SLURM step can be killed with -9, which no handler sees; on Linux the kernel then sends
+    the notebook's papermill SIGTERM (PR_SET_PDEATHSIG; set before exec, checked against a parent that died
+    first), and its kernel follows (ipykernel exits when its parent goes). Elsewhere: plain Python."""
+    if not sys.platform.startswith("linux"):
+        return [sys.executable]
+    tie = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+           "os.getppid() == int(sys.argv[1]) or sys.exit(143); "
+           "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+    return [sys.executable, "-c", tie, str(os.getpid())]
+
+
 def _run_job(run: Run, job: Job, threads: int, show_progress: bool, folder: RunFolder) -> tuple[Job, float, int]:
     """Execute one notebook in its own papermill process (its own kernel, in a process group of its own),
     logging to logs/NAME.log and, with `show_progress`, to the terminal too."""
@@ -158,7 +179,7 @@ def _run_job(run: Run, job: Job, threads: int, show_progress: bool, folder: RunF
     if not show_progress:
         env["TQDM_DISABLE"] = "1"
     partial = target.with_name(f".{target.name}.running")
-    cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / job.notebook), str(partial),
+    cmd = [*_tied_to_this_process(), "-m", "papermill", str(NOTEBOOKS / job.notebook), str(partial),
            "-y", json.dumps(job.parameters), "--cwd", str(NOTEBOOKS), "-k", "python3",
            "--progress-bar" if show_progress else "--no-progress-bar"]
     if run.cell_timeout:
@@ -226,15 +247,16 @@ def _exit_on(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def execute(run: Run, jobs: int = 1, force: bool = False, log=print) -> dict[str, str]:
-    """Run every job not already done; returns job name -> "done" | "cached" | "failed" | "not run". Holds the
+def execute(run: Run, jobs: int = 1, force: bool = False, log=print, executor=None) -> dict[str, str]:
+    """Run every job not already done, wave by wave, on `executor` (default: LocalExecutor, this machine; see
+    executors.py for Ray and SLURM); returns job name -> "done" | "cached" | "failed" | "not run". Holds the
     run folder's lock throughout; on SIGTERM, SIGHUP or Ctrl-C the running notebooks are stopped too."""
     if run.stale:
         log(f"[records] {', '.join(run.stale)} missing or changed since its notebook finished: running every notebook")
     handlers = {sig: signal.signal(sig, _exit_on) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with RunFolder(run.out) as folder:
-            return _execute(run, jobs, force, log, folder)
+            return _execute(run, jobs, force, log, folder, executor or LocalExecutor())
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -246,9 +268,38 @@ def wave_threads(jobs: int, wave_size: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // max(1, min(jobs, wave_size)))
 
 
-def _note_result(run: Run, status: dict, job: Job, seconds: float, rc: int, log) -> None:
+class LocalExecutor:
+    """This machine: one papermill process per job, `jobs` at a time, each watched by a thread of the batch.
+
+    An executor's `run_wave(run, todo, jobs, log, folder)` yields (job, seconds, rc, engine_error) as the jobs
+    of one wave finish; when the batch is interrupted inside it, it starts nothing more and stops what runs."""
+    name = "local"
+
+    def __init__(self, cpus_per_job: float | None = None):
+        self.cpus_per_job = cpus_per_job   # threads per notebook; None: wave_threads
+
+    def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder: RunFolder):
+        threads = max(1, int(self.cpus_per_job)) if self.cpus_per_job else wave_threads(jobs, len(todo))
+        pool = ThreadPoolExecutor(max(1, min(jobs, len(todo))))
+        def start(job: Job):
+            log(f"[start] {describe(job)}")
+            return _run_job_with_retry(run, job, threads, jobs == 1, folder, log)
+
+        running = [pool.submit(start, j) for j in todo]
+        try:
+            for future in as_completed(running):
+                yield (*future.result(), "")
+        except BaseException:   # a signal or Ctrl-C: start nothing more and stop what runs; a plain shutdown
+            pool.shutdown(wait=False, cancel_futures=True)   # would wait for every queued notebook first
+            folder.stop_all()
+            raise
+        pool.shutdown()
+
+
+def _note_result(run: Run, status: dict, job: Job, seconds: float, rc: int, log, engine_error: str = "") -> None:
     if rc == 0:
         status[job.name] = "done"
+        run.failures.pop(job.name, None)
         run.finished[job.name] = {"fingerprint": job.fingerprint(), "seconds": round(seconds, 1),
                                   "at": datetime.datetime.now().isoformat(timespec="seconds")}
         _save_progress(run)
@@ -258,11 +309,14 @@ def _note_result(run: Run, status: dict, job: Job, seconds: float, rc: int, log)
         failed = run.out / "notebooks" / f"{job.name}.FAILED.ipynb"
         cell = failed_cell(failed)
         cause = f" ({'timed out' if timed_out(run, job) else 'failed'} in {cell})" if cell else ""
-        log(f"[FAILED] {job.name} after {seconds / 60:.1f} min{cause}: see "
-            f"{run.out / 'logs' / (job.name + '.log')} and {failed}")
+        where = f"{run.out / 'logs' / (job.name + '.log')} and {failed}" if not engine_error else \
+            "the engine's error below (the notebook did not return)"
+        run.failures[job.name] = f"after {seconds / 60:.1f} min{cause}: see {where}" + (
+            f"\n\n{engine_error.rstrip()}" if engine_error else "")
+        log(f"[FAILED] {job.name} {run.failures[job.name]}")
 
 
-def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[str, str]:
+def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder, executor) -> dict[str, str]:
     status = {}
     upstream_ran = False   # later notebooks read what earlier ones wrote: once one runs, the rest run too
     for wave in sorted({j.wave for j in run.jobs}):
@@ -277,19 +331,9 @@ def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder) -> dict[s
         if any(s == "failed" for s in status.values()):
             status.update({j.name: "not run" for j in todo})
             continue
-        for job in todo:
-            log(f"[start] {job.name} ({', '.join(f'{k}={v}' for k, v in job.parameters.items() if k in ('seeds', 'descriptor_fractions', 'methods', 'generators'))})")
-        workers = max(1, min(jobs, len(todo)))
-        threads = wave_threads(jobs, len(todo))
-        with ThreadPoolExecutor(workers) as pool:
-            running = [pool.submit(_run_job_with_retry, run, j, threads, jobs == 1, folder, log) for j in todo]
-            try:
-                for future in as_completed(running):
-                    _note_result(run, status, *future.result(), log)
-            except BaseException:   # a signal or Ctrl-C: start nothing more and stop what runs, before the pool
-                pool.shutdown(wait=False, cancel_futures=True)   # would wait for every queued notebook
-                folder.stop_all()
-                raise
+        if todo:
+            for job, seconds, rc, engine_error in executor.run_wave(run, todo, jobs, log, folder):
+                _note_result(run, status, job, seconds, rc, log, engine_error)
     return status
 
 
@@ -300,18 +344,30 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
+def status_rows(run: Run, status: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(job, its status in this invocation, minutes of its latest successful execution or '') per job."""
+    rows = []
+    for job in run.jobs:
+        seconds = run.finished.get(job.name, {}).get("seconds")
+        rows.append((job.name, status.get(job.name, "?"), "" if seconds is None else f"{seconds / 60:.1f}"))
+    return rows
+
+
 def write_summary(run: Run, status: dict[str, str], wall_s: float) -> Path:
-    """summary.md: the command, each job's status and time, and Tables 1 and 4 from the run's records."""
+    """summary.md: the command, each job's status and time, why any failed (an engine's traceback included),
+    and Tables 1 and 4 from the run's records."""
     lines = [f"# Run `{run.out}` ({run.profile} profile)", "", f"Command: `{run.command}`", "",
              f"Finished {datetime.datetime.now().isoformat(timespec='seconds')}; this invocation took "
              f"{wall_s / 60:.1f} min.", "", "| notebook | status | minutes |", "|---|---|---|"]
-    for job in run.jobs:
-        seconds = run.finished.get(job.name, {}).get("seconds")
-        lines.append(f"| {job.name} | {status.get(job.name, '?')} | "
-                     f"{'' if seconds is None else f'{seconds / 60:.1f}'} |")
+    lines += [f"| {name} | {state} | {minutes} |" for name, state, minutes in status_rows(run, status)]
     total = sum(run.finished.get(j.name, {}).get("seconds", 0) for j in run.jobs)
     lines += ["", f"Sum of the notebook times above (each from its latest execution; a cached stage costs little): "
               f"{total / 60:.1f} min.", ""]
+    if run.failures:
+        lines += ["## Failures", ""]
+        for name, why in run.failures.items():
+            first, _, rest = why.partition("\n\n")
+            lines += [f"- **{name}** {first}"] + (["", "```", rest, "```"] if rest else []) + [""]
     records = run.out / "records"
     if records.exists() and any(records.glob("*.json")):
         for title, table in results_tables(records).items():

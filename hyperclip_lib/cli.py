@@ -6,6 +6,8 @@
     hyperclip split-stats META_DIR [META_DIR ...] [--no-text]
     hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
                             [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
+                            [--executor local|ray|slurm|submitit-local] [--cpus-per-job N] [--gpus-per-job G]
+                            [--ray-address ADDR] [--slurm KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from pathlib import Path
 from .batch import execute, plan_run, write_summary
 from .calibration import calibrate, summarize
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
+from .executors import EXECUTORS, make_executor
 from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, load_meta_vqa, statistics_table,
                       write_meta_vqa)
+from .report import write_report
 from .runlock import RunFolderBusy
 from .splitstats import minilm_embedder, split_statistics
 from .stages.data import prepare
@@ -90,6 +94,23 @@ def _numbers(text: str | None, kind, name: str):
     return None if text is None else parse_numbers(text, kind, name)
 
 
+def _submitit_parameters(pairs: list[str]) -> dict:
+    """--slurm KEY=VALUE ... -> submitit's AutoExecutor parameters (numbers read as numbers)."""
+    parameters = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--slurm: expected KEY=VALUE (a submitit parameter, e.g. slurm_partition=gpu), got {pair!r}")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                pass
+        parameters[key] = value
+    return parameters
+
+
 def cmd_run_notebooks(args) -> int:
     """Every notebook into a run folder, resuming a finished job's work; a summary at the end."""
     if args.jobs < 1:
@@ -100,13 +121,16 @@ def cmd_run_notebooks(args) -> int:
                    fig5b_fractions=_numbers(args.fig5b_fractions, float, "--fig5b-fractions"),
                    overrides=parse_overrides(args.overrides), split_seeds=args.jobs > 1,
                    cell_timeout=-1 if args.cell_timeout is None else args.cell_timeout)
+    executor = make_executor(args.executor, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
+                             ray_address=args.ray_address, slurm_parameters=_submitit_parameters(args.slurm))
     run.command = "hyperclip " + shlex.join(args.argv)
     print(f"run folder {out.resolve()}: {len(run.jobs)} notebooks, profile {args.profile}, "
-          f"{args.jobs} at a time", flush=True)
+          f"{args.jobs} at a time, executor {args.executor}", flush=True)
     start = time.perf_counter()
-    status = execute(run, jobs=args.jobs, force=args.force)
+    status = execute(run, jobs=args.jobs, force=args.force, executor=executor)
     summary = write_summary(run, status, time.perf_counter() - start)
-    print("\n" + summary.read_text())
+    report = write_report(run, status)
+    print("\n" + summary.read_text() + f"\nreport: {report}")
     failed = [name for name, s in status.items() if s in ("failed", "not run")]
     if failed:
         print(f"hyperclip run-notebooks: {len(failed)} notebook(s) failed or were not run: {', '.join(failed)}",
@@ -155,6 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds one cell may run before its notebook is reported and run once more "
                         "(default: 900 for ci, 5400 for quick, none for paper; 0: no limit)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="where the notebook jobs run: this machine (local), a Ray cluster (ray), SLURM through "
+                        "submitit (slurm), or submitit's local executor (submitit-local); see README")
+    p.add_argument("--cpus-per-job", type=float, default=None,
+                   help="CPUs (threads) per notebook job (default: a node's cores shared by the jobs run at once)")
+    p.add_argument("--gpus-per-job", type=float, default=0.0,
+                   help="GPUs per notebook job, ray or slurm (ray: fractions share a GPU, e.g. 0.25)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to use (default: RAY_ADDRESS, else a Ray "
+                   "instance started on this machine)")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a submitit parameter for the SLURM jobs, e.g. slurm_partition=gpu or timeout_min=600 "
+                        "(repeatable; default timeout_min=1440)")
     p.set_defaults(func=cmd_run_notebooks)
 
     args = parser.parse_args(argv)

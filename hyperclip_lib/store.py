@@ -115,7 +115,12 @@ class ArtifactStore:
         lock = self.root / ".locks" / path.parent.name / f"{path.name}.lock"   # outside the stage's folder
         lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError as e:   # e.g. Lustre mounted without -o flock, NFS without a lock daemon
+                raise OSError(e.errno, f"cannot lock {lock} ({e.strerror}): the artifact cache needs a filesystem "
+                              "with working flock(2), shared by every node that builds artifacts; see "
+                              "docs/cluster.md") from e
             try:
                 yield
             finally:

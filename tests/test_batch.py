@@ -1,6 +1,7 @@
 """Batch reproduction: the run plan, resuming, and the same numbers from two independent runs."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -74,7 +75,6 @@ def test_a_cell_past_its_timeout_is_named_and_its_notebook_runs_once_more(tmp_pa
 def test_sigterm_stops_the_running_notebooks_and_starts_no_queued_one(tmp_path, monkeypatch):
     """Real papermill runs of three notebooks that would sleep 120 s, two at a time; SIGTERM after they start."""
     import nbformat
-    import signal
     import threading
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]),
                    tmp_path / "sleep.ipynb")
@@ -183,12 +183,37 @@ def test_each_wave_shares_the_cores_among_the_notebooks_it_runs_at_once(tmp_path
     assert batch.wave_threads(jobs=3, wave_size=2, cpus=12) == 6 and batch.wave_threads(8, 8, cpus=2) == 1
 
 
-def _batch(out: Path, home: Path, wait: bool = True):
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "local", "--gpus-per-job", "1"], "--gpus-per-job, --slurm and --ray-address need"),
+    (["--executor", "slurm", "--gpus-per-job", "0.5"], "SLURM allocates whole GPUs, got 0.5"),
+    (["--executor", "ray", "--slurm", "slurm_partition=gpu"], "--slurm needs --executor slurm"),
+    (["--executor", "slurm", "--slurm", "partition"], "--slurm: expected KEY=VALUE"),
+    (["--executor", "submitit-local", "--ray-address", "auto"], "--ray-address needs --executor ray"),
+    (["--cpus-per-job", "0"], "--cpus-per-job: expected a positive number"),
+])
+def test_bad_executor_settings_are_named_before_any_notebook_starts(tmp_path, capsys, args, message):
+    from hyperclip_lib.cli import main
+    assert main(["run-notebooks", "--profile", "ci", "--out", str(tmp_path / "run"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _batch(out: Path, home: Path, wait: bool = True, *extra: str):
     env = {**os.environ, "HYPERCLIP_HOME": str(home), "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci", "--out", str(out)]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    cmd = [sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci", "--out", str(out), *extra]
+    if not wait:   # its output goes to OUT.log beside the run folder
+        with open(out.with_name(out.name + ".log"), "w") as log:
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    """One `ci` batch from an empty cache on the local executor: (run folder, its now warm cache)."""
+    root = tmp_path_factory.mktemp("ci_run")
+    done = _batch(root / "a", root / "home_a")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root / "a", root / "home_a"
 
 
 def _numbers(records: Path) -> dict:
@@ -196,26 +221,32 @@ def _numbers(records: Path) -> dict:
             for p in sorted(records.glob("*.json"))}
 
 
-def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tmp_path):
-    first, second = _batch(tmp_path / "a", tmp_path / "home_a"), _batch(tmp_path / "b", tmp_path / "home_b")
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tmp_path, ci_run):
+    run_a, home_a = ci_run
+    second = _batch(tmp_path / "b", tmp_path / "home_b")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    a, b = _numbers(tmp_path / "a" / "records"), _numbers(tmp_path / "b" / "records")
+    a, b = _numbers(run_a / "records"), _numbers(tmp_path / "b" / "records")
     assert len(a) >= 14 and a.keys() == b.keys()
     assert a == b   # every accuracy, per task too, and the config hashes
     record = next(iter(a.values()))
     assert len(record["config_hash"]) == 16 and {"python", "torch", "numpy"} <= record["versions"].keys()
-    summary = (tmp_path / "a" / "summary.md").read_text()
+    summary = (run_a / "summary.md").read_text()
     assert "Table 1 (ci)" in summary and "| 06_analysis | done |" in summary
     assert "## Time per stage" in summary and "| hyperldm | sample_s | 2 |" in summary   # HNet's and HVAE's
-    assert (tmp_path / "a" / "figures" / "06_fig5a_gamma_ci.png").stat().st_size > 0
+    assert (run_a / "figures" / "06_fig5a_gamma_ci.png").stat().st_size > 0
+    index = (run_a / "report" / "index.html").read_text()   # the browsable report: tables, figures, notebooks
+    assert "Table 1 (ci)" in index and '<img src="../figures/06_fig5a_gamma_ci.png"' in index
+    for job in plan_run("ci", run_a).jobs:
+        assert f'<a href="notebooks/{job.name}.html">{job.name}</a>' in index
+        page = (run_a / "report" / "notebooks" / f"{job.name}.html").read_text()
+        assert "open_workbook(" in page and "jp-OutputArea-output" in page   # inputs and outputs
 
-    again = _batch(tmp_path / "a", tmp_path / "home_a")
+    again = _batch(run_a, home_a)
     assert again.returncode == 0 and again.stdout.count("[skip]") == 6 and "[start]" not in again.stdout
 
     # kill -9 mid-notebook (the cache is warm, so the run is quick): the rerun stops the orphaned notebook,
     # and its records are those of an uninterrupted run
-    killed = _batch(tmp_path / "c", tmp_path / "home_a", wait=False)
+    killed = _batch(tmp_path / "c", home_a, wait=False)
     deadline = time.monotonic() + 300
     while not (tmp_path / "c" / "notebooks" / "01_dataset.ipynb").exists() and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -223,9 +254,85 @@ def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tm
     killed.kill()
     killed.wait()
     orphans = json.loads((tmp_path / "c" / "run.lock").read_text())["groups"]
-    rerun = _batch(tmp_path / "c", tmp_path / "home_a")
+    rerun = _batch(tmp_path / "c", home_a)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert _numbers(tmp_path / "c" / "records") == a
     for pgid in orphans:
         with pytest.raises(ProcessLookupError):
             os.killpg(pgid, 0)
+
+
+def _notebook_process(marker: str) -> tuple[int, int] | None:
+    """(parent, pid) of the papermill process writing the notebook whose file name contains `marker`."""
+    for line in subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines():
+        pid, ppid, args = line.split(None, 2)
+        if "papermill" in args and marker in args:
+            return int(ppid), int(pid)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return not state.startswith("Z")
+
+
+def test_ray_gives_the_local_records_and_reruns_a_notebook_whose_worker_was_killed(tmp_path, ci_run):
+    """The ci batch as Ray tasks on a Ray instance started by the batch, two at a time; the Ray worker running
+    notebook 01 is killed with -9: its notebook dies with it, Ray runs the task again, and the records are
+    those of the local executor."""
+    run_a, home_a = ci_run
+    out = tmp_path / "ray"
+    proc = _batch(out, home_a, False, "--executor", "ray", "--jobs", "2")
+    _wait_for(lambda: _notebook_process(".01_dataset.ipynb.running") is not None, 300)
+    worker, papermill = _notebook_process(".01_dataset.ipynb.running")
+    time.sleep(3)
+    os.kill(worker, signal.SIGKILL)
+    _wait_for(lambda: not _alive(papermill), 30)
+    assert not _alive(papermill), "the killed worker's notebook is still running"
+    assert proc.wait(timeout=1800) == 0, out.with_name("ray.log").read_text()[-3000:]
+    log = out.with_name("ray.log").read_text()
+    assert "01_dataset (" in log and "as a Ray task" in log and "[FAILED]" not in log
+    assert _numbers(out / "records") == _numbers(run_a / "records")
+    assert (out / "report" / "index.html").exists()
+
+
+def test_submitit_gives_the_local_records(tmp_path, ci_run):
+    run_a, home_a = ci_run
+    done = _batch(tmp_path / "submitit", home_a, True, "--executor", "submitit-local", "--jobs", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "as local job" in done.stdout
+    assert _numbers(tmp_path / "submitit" / "records") == _numbers(run_a / "records")
+    assert any((tmp_path / "submitit" / "logs" / "submitit").glob("*_result.pkl"))
+
+
+def test_a_job_the_engine_lost_is_named_with_its_traceback_and_takes_its_notebook_down(tmp_path):
+    """submitit's local executor runs a notebook that would sleep 120 s; its task process is killed with -9:
+    the batch reports the job failed with submitit's error in the summary, and no papermill is left."""
+    import nbformat
+    import threading
+    from hyperclip_lib.executors import make_executor
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]),
+                   tmp_path / "sleep.ipynb")
+    run = batch.Run("ci", tmp_path / "run", [Job("sleep", str(tmp_path / "sleep.ipynb"), 0, {}),
+                                             Job("after", str(tmp_path / "sleep.ipynb"), 1, {})])
+    found = {}
+
+    def kill_the_task():
+        _wait_for(lambda: _notebook_process(".sleep.ipynb.running") is not None, 120)
+        found["task"], found["papermill"] = _notebook_process(".sleep.ipynb.running")
+        time.sleep(2)
+        os.kill(found["task"], signal.SIGKILL)
+
+    threading.Thread(target=kill_the_task, daemon=True).start()
+    start = time.monotonic()
+    status = execute(run, jobs=1, log=lambda *_: None, executor=make_executor("submitit-local"))
+    assert status == {"sleep": "failed", "after": "not run"} and time.monotonic() - start < 100
+    _wait_for(lambda: not _alive(found["papermill"]), 30)
+    assert not _alive(found["papermill"])
+    summary = batch.write_summary(run, status, 1.0).read_text()
+    assert "## Failures" in summary and "**sleep**" in summary and "the engine's error below" in summary
+    assert "Error" in summary.split("**sleep**")[1]   # submitit's exception, with what it knows of the job
