@@ -273,7 +273,6 @@ class LocalExecutor:
 
     An executor's `run_wave(run, todo, jobs, log, folder)` yields (job, seconds, rc, engine_error) as the jobs
     of one wave finish; when the batch is interrupted inside it, it starts nothing more and stops what runs."""
-    name = "local"
 
     def __init__(self, cpus_per_job: float | None = None):
         self.cpus_per_job = cpus_per_job   # threads per notebook; None: wave_threads
@@ -281,6 +280,7 @@ class LocalExecutor:
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder: RunFolder):
         threads = max(1, int(self.cpus_per_job)) if self.cpus_per_job else wave_threads(jobs, len(todo))
         pool = ThreadPoolExecutor(max(1, min(jobs, len(todo))))
+
         def start(job: Job):
             log(f"[start] {describe(job)}")
             return _run_job_with_retry(run, job, threads, jobs == 1, folder, log)

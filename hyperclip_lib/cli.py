@@ -100,7 +100,8 @@ def _submitit_parameters(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--slurm: expected KEY=VALUE (a submitit parameter, e.g. slurm_partition=gpu), got {pair!r}")
+            raise ValueError(f"--slurm: expected KEY=VALUE (a submitit parameter, e.g. slurm_partition=gpu), "
+                             f"got {pair!r}")
         for kind in (int, float):
             try:
                 value = kind(value)

@@ -50,8 +50,6 @@ def _threads(cpus_per_job: float | None, jobs: int, wave_size: int, node_cpus: i
 
 
 class RayExecutor:
-    name = "ray"
-
     def __init__(self, address: str | None = None, cpus_per_job: float | None = None, gpus_per_job: float = 0.0,
                  retries: int = 1):
         self.address, self.cpus_per_job, self.gpus_per_job, self.retries = address, cpus_per_job, gpus_per_job, retries
@@ -76,7 +74,8 @@ class RayExecutor:
             while queued or running:
                 while queued and len(running) < jobs:
                     job = queued.pop(0)
-                    running[task.options(name=f"notebook {job.name}", **needs).remote(run, job, threads, environment)] = (job, time.perf_counter())
+                    ref = task.options(name=f"notebook {job.name}", **needs).remote(run, job, threads, environment)
+                    running[ref] = (job, time.perf_counter())
                     log(f"[start] {describe(job)} as a Ray task ({self.cpus_per_job or threads} CPU, "
                         f"{self.gpus_per_job} GPU)")
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
@@ -94,12 +93,11 @@ class RayExecutor:
 
 
 class SubmititExecutor:
-    name = "slurm"
-
     def __init__(self, cluster: str = "slurm", cpus_per_job: float | None = None, gpus_per_job: float = 0.0,
                  parameters: dict | None = None):
         if gpus_per_job != int(gpus_per_job):
-            raise ValueError(f"--gpus-per-job: SLURM allocates whole GPUs, got {gpus_per_job} (fractions need --executor ray)")
+            raise ValueError(f"--gpus-per-job: SLURM allocates whole GPUs, got {gpus_per_job} "
+                             "(fractions need --executor ray)")
         self.cluster, self.cpus_per_job, self.gpus_per_job = cluster, cpus_per_job, int(gpus_per_job)
         self.parameters = {"timeout_min": 24 * 60, **(parameters or {})}   # submitit's own default is 5 min
 

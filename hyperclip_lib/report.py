@@ -55,7 +55,8 @@ def write_report(run: Run, status: dict[str, str]) -> Path:
             shown = f'<a href="notebooks/{name}.html">{shown}</a>'
             executed = f'<a href="../notebooks/{notebook.name}">{html.escape(notebook.name)}</a>'
         css = ' class="failed"' if state in ("failed", "not run") else ""
-        parts.append(f"<tr><td>{shown}</td><td{css}>{html.escape(state)}</td><td>{minutes}</td><td>{executed}</td></tr>")
+        parts.append(f"<tr><td>{shown}</td><td{css}>{html.escape(state)}</td><td>{minutes}</td>"
+                     f"<td>{executed}</td></tr>")
     parts.append("</table>")
     if run.failures:
         parts.append("<h2>Failures</h2>")

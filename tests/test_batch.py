@@ -264,7 +264,8 @@ def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tm
 
 def _notebook_process(marker: str) -> tuple[int, int] | None:
     """(parent, pid) of the papermill process writing the notebook whose file name contains `marker`."""
-    for line in subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines():
+    table = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    for line in table.splitlines():
         pid, ppid, args = line.split(None, 2)
         if "papermill" in args and marker in args:
             return int(ppid), int(pid)
@@ -295,7 +296,7 @@ def test_ray_gives_the_local_records_and_reruns_a_notebook_whose_worker_was_kill
     assert not _alive(papermill), "the killed worker's notebook is still running"
     assert proc.wait(timeout=1800) == 0, out.with_name("ray.log").read_text()[-3000:]
     log = out.with_name("ray.log").read_text()
-    assert "01_dataset (" in log and "as a Ray task" in log and "[FAILED]" not in log
+    assert "[start] 01_dataset as a Ray task" in log and "[FAILED]" not in log
     assert _numbers(out / "records") == _numbers(run_a / "records")
     assert (out / "report" / "index.html").exists()
 
