@@ -110,13 +110,13 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
     if fig5b_fractions:
         jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fig5b_fractions,
                                              **FIG5B_JOB_PARAMETERS["02_baselines.ipynb"]}, "-fig5b")
-    jobs.append(Job("03_generators", "03_generators.ipynb", 1, {**common, "widgets": False}))
+    jobs.append(Job("03_generators", "03_generators.ipynb", 1, dict(common)))
     jobs += per_seed("04_hyperclip", 2, {"descriptor_fractions": fractions})
-    # No widgets in batch runs: there is nothing to move, and twice in 5 quick jobs a kernel hung, idle, in
-    # the γ explorer's first draw (ipykernel 7.4 + ipywidgets 8.1 Output; cause not found).
-    jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fractions, "widgets": False})
+    # Widgets on, as in JupyterLab. Their cells used to hang batch runs now and then: papermill left the cell's
+    # reply unread in its socket; papermill_cli.py polls in 1-s slices (scripts/stress_widgets.sh measures it).
+    jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fractions})
     if fig5b_fractions:
-        jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fig5b_fractions, "widgets": False,
+        jobs += per_seed("05_hyperldm", 2, {"descriptor_fractions": fig5b_fractions,
                                             **FIG5B_JOB_PARAMETERS["05_hyperldm.ipynb"]}, "-fig5b")
     jobs.append(Job("06_analysis", "06_analysis.ipynb", 3, dict(common)))
     missing = sorted({j.notebook for j in jobs if not (NOTEBOOKS / j.notebook).exists()})
@@ -169,8 +169,9 @@ def _tied_to_this_process() -> list[str]:
 
 
 def _run_job(run: Run, job: Job, threads: int, show_progress: bool, folder: RunFolder) -> tuple[Job, float, int]:
-    """Execute one notebook in its own papermill process (its own kernel, in a process group of its own),
-    logging to logs/NAME.log and, with `show_progress`, to the terminal too."""
+    """Execute one notebook in its own papermill process (its own kernel, in a process group of its own;
+    papermill_cli.py: papermill polling in short slices), logging to logs/NAME.log and, with `show_progress`,
+    to the terminal too."""
     target = run.out / "notebooks" / f"{job.name}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     log = run.out / "logs" / f"{job.name}.log"
@@ -179,7 +180,7 @@ def _run_job(run: Run, job: Job, threads: int, show_progress: bool, folder: RunF
     if not show_progress:
         env["TQDM_DISABLE"] = "1"
     partial = target.with_name(f".{target.name}.running")
-    cmd = [*_tied_to_this_process(), "-m", "papermill", str(NOTEBOOKS / job.notebook), str(partial),
+    cmd = [*_tied_to_this_process(), "-m", "hyperclip_lib.papermill_cli", str(NOTEBOOKS / job.notebook), str(partial),
            "-y", json.dumps(job.parameters), "--cwd", str(NOTEBOOKS), "-k", "python3",
            "--progress-bar" if show_progress else "--no-progress-bar"]
     if run.cell_timeout:

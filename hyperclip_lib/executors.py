@@ -11,7 +11,7 @@ The batch keeps the plan, the resume rules, progress.json and summary.md on the 
 (job, seconds, return code), or its own error when the job never returned (a worker killed, a node lost). The
 engines do the rest: Ray retries a task whose worker died, SLURM queues and places, and both keep their logs
 (Ray: /tmp/ray/session_latest/logs on each node; submitit: <run>/logs/submitit). Every node must see the
-repository and its .venv at the same path, $HYPERCLIP_HOME and the run folder (README, "Runs on a cluster").
+repository and its .venv at the same path, $HYPERCLIP_HOME and the run folder (docs/cluster.md).
 """
 from __future__ import annotations
 
