@@ -63,7 +63,8 @@ class Run:
     records: dict = field(default_factory=dict)    # record file -> SHA-256, as the finished jobs left them
     stale: list = field(default_factory=list)      # records missing or changed since then (all jobs rerun)
     cell_timeout: int | None = None                # seconds per cell; None: no limit
-    failures: dict = field(default_factory=dict)   # job name -> why it failed, this invocation (for the summary)
+    failures: dict = field(default_factory=dict)   # job name -> (why it failed, the engine's error or ""), this
+                                                   # invocation (for the summary and the report)
 
 
 def default_fractions(profile: str) -> tuple[list[float], list[float]]:
@@ -263,9 +264,12 @@ def execute(run: Run, jobs: int = 1, force: bool = False, log=print, executor=No
             signal.signal(sig, handler)
 
 
-def wave_threads(jobs: int, wave_size: int, cpus: int | None = None) -> int:
-    """CPU threads per notebook kernel: the cores shared by the notebooks that run at once in this wave, so a
-    wave of one (notebook 01, 06) gets every core rather than 1/jobs of them."""
+def wave_threads(jobs: int, wave_size: int, cpus: int | None = None, cpus_per_job: float | None = None) -> int:
+    """CPU threads per notebook kernel: `cpus_per_job` when given (--cpus-per-job), else the cores (`cpus`,
+    default this machine's) shared by the notebooks that run at once in this wave, so a wave of one (notebook
+    01, 06) gets every core rather than 1/jobs of them."""
+    if cpus_per_job:
+        return max(1, int(cpus_per_job))
     return max(1, (cpus or os.cpu_count() or 1) // max(1, min(jobs, wave_size)))
 
 
@@ -276,10 +280,10 @@ class LocalExecutor:
     of one wave finish; when the batch is interrupted inside it, it starts nothing more and stops what runs."""
 
     def __init__(self, cpus_per_job: float | None = None):
-        self.cpus_per_job = cpus_per_job   # threads per notebook; None: wave_threads
+        self.cpus_per_job = cpus_per_job
 
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder: RunFolder):
-        threads = max(1, int(self.cpus_per_job)) if self.cpus_per_job else wave_threads(jobs, len(todo))
+        threads = wave_threads(jobs, len(todo), cpus_per_job=self.cpus_per_job)
         pool = ThreadPoolExecutor(max(1, min(jobs, len(todo))))
 
         def start(job: Job):
@@ -312,9 +316,8 @@ def _note_result(run: Run, status: dict, job: Job, seconds: float, rc: int, log,
         cause = f" ({'timed out' if timed_out(run, job) else 'failed'} in {cell})" if cell else ""
         where = f"{run.out / 'logs' / (job.name + '.log')} and {failed}" if not engine_error else \
             "the engine's error below (the notebook did not return)"
-        run.failures[job.name] = f"after {seconds / 60:.1f} min{cause}: see {where}" + (
-            f"\n\n{engine_error.rstrip()}" if engine_error else "")
-        log(f"[FAILED] {job.name} {run.failures[job.name]}")
+        run.failures[job.name] = (f"after {seconds / 60:.1f} min{cause}: see {where}", engine_error.rstrip())
+        log(f"[FAILED] {job.name} {run.failures[job.name][0]}" + (f"\n\n{engine_error}" if engine_error else ""))
 
 
 def _execute(run: Run, jobs: int, force: bool, log, folder: RunFolder, executor) -> dict[str, str]:
@@ -366,9 +369,8 @@ def write_summary(run: Run, status: dict[str, str], wall_s: float) -> Path:
               f"{total / 60:.1f} min.", ""]
     if run.failures:
         lines += ["## Failures", ""]
-        for name, why in run.failures.items():
-            first, _, rest = why.partition("\n\n")
-            lines += [f"- **{name}** {first}"] + (["", "```", rest, "```"] if rest else []) + [""]
+        for name, (why, engine_error) in run.failures.items():
+            lines += [f"- **{name}** {why}"] + (["", "```", engine_error, "```"] if engine_error else []) + [""]
     records = run.out / "records"
     if records.exists() and any(records.glob("*.json")):
         for title, table in results_tables(records).items():

@@ -45,10 +45,6 @@ def run_job_on_node(run: Run, job: Job, threads: int, environment: dict[str, str
     return job.name, seconds, rc
 
 
-def _threads(cpus_per_job: float | None, jobs: int, wave_size: int, node_cpus: int) -> int:
-    return max(1, int(cpus_per_job)) if cpus_per_job else wave_threads(jobs, wave_size, node_cpus)
-
-
 class RayExecutor:
     def __init__(self, address: str | None = None, cpus_per_job: float | None = None, gpus_per_job: float = 0.0,
                  retries: int = 1):
@@ -64,7 +60,7 @@ class RayExecutor:
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder):
         ray = self._connect()
         node_cpus = max(int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n["Alive"])
-        threads = _threads(self.cpus_per_job, jobs, len(todo), node_cpus)
+        threads = wave_threads(jobs, len(todo), node_cpus, self.cpus_per_job)
         task = ray.remote(run_job_on_node)
         needs = dict(num_cpus=self.cpus_per_job or threads, num_gpus=self.gpus_per_job, max_retries=self.retries,
                      retry_exceptions=False)
@@ -103,7 +99,7 @@ class SubmititExecutor:
 
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder):
         import submitit
-        threads = _threads(self.cpus_per_job, jobs, len(todo), os.cpu_count() or 1)
+        threads = wave_threads(jobs, len(todo), cpus_per_job=self.cpus_per_job)
         executor = submitit.AutoExecutor(folder=run.out / "logs" / "submitit", cluster=self.cluster)
         executor.update_parameters(name="hyperclip", cpus_per_task=threads, gpus_per_node=self.gpus_per_job,
                                    slurm_array_parallelism=jobs, **self.parameters)

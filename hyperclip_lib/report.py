@@ -60,10 +60,9 @@ def write_report(run: Run, status: dict[str, str]) -> Path:
     parts.append("</table>")
     if run.failures:
         parts.append("<h2>Failures</h2>")
-        for name, why in run.failures.items():
-            first, _, rest = why.partition("\n\n")
-            parts.append(f"<p><b>{html.escape(name)}</b> {html.escape(first)}</p>"
-                         + (f"<pre>{html.escape(rest)}</pre>" if rest else ""))
+        for name, (why, engine_error) in run.failures.items():
+            parts.append(f"<p><b>{html.escape(name)}</b> {html.escape(why)}</p>"
+                         + (f"<pre>{html.escape(engine_error)}</pre>" if engine_error else ""))
     records = run.out / "records"
     if records.exists() and any(records.glob("*.json")):
         for title, table in results_tables(records).items():

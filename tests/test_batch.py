@@ -183,6 +183,7 @@ def test_each_wave_shares_the_cores_among_the_notebooks_it_runs_at_once(tmp_path
     assert threads["01_dataset"] == 4 and threads["06_analysis"] == 4
     assert threads["02_baselines-seed0"] == 2 and threads["05_hyperldm-seed1"] == 2
     assert batch.wave_threads(jobs=3, wave_size=2, cpus=12) == 6 and batch.wave_threads(8, 8, cpus=2) == 1
+    assert batch.wave_threads(8, 8, cpus=2, cpus_per_job=3) == 3   # --cpus-per-job wins
 
 
 @pytest.mark.parametrize("args, message", [
