@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import BaseModelConfig, MethodConfig
 from .models.families import AdapterFamily, Family, task_accuracies, task_losses
-from .taskdata import Batch, TaskTensors, size_sorted_chunks
+from .taskdata import Batch, Draw, TaskTensors, size_sorted_chunks
 
 
 def adapt(family: Family, params: dict, phi: torch.Tensor, batch: Batch, steps: torch.Tensor | int, lr: float,
@@ -141,20 +141,30 @@ def finetune_dataset(family: Family, params: dict, tasks: TaskTensors, per_task:
     """`per_task` adaptations of every task, batched over tasks: many (task, adapted z or W) samples for
     HyperCLIP, the HVAE and HyperLDM (A.6). With `random_splits`, each adapts on a fresh random 70% of the
     task's data (as training tasks); otherwise on the fixed support set."""
-    rng = torch.Generator().manual_seed(seed)
     rows = torch.arange(len(tasks)).repeat(per_task)
-    task, latent, weights = [], [], []
-    for idx in tqdm(rows.split(base.eval_tasks), desc=desc, leave=False):
-        batch = (tasks.sample_batch(idx, None, base.support_fraction, rng) if random_splits
-                 else tasks.fixed_batch(idx))
+    drawn = None
+    if random_splits:
+        # Every row's split is drawn as it always was (in row order, base.eval_tasks rows per draw); the rows
+        # then adapt in chunks of similar size, so a chunk pads to little more than its own tasks' sizes.
+        rng = torch.Generator().manual_seed(seed)
+        drawn = Draw.cat([tasks.draw(idx, None, base.support_fraction, rng) for idx in rows.split(base.eval_tasks)])
+    latent = weights = None
+    for pos in tqdm(size_sorted_chunks(tasks.n_samples[rows], base.eval_tasks), desc=desc, leave=False):
+        idx = rows[pos]
+        batch = tasks.drawn_batch(idx, drawn[pos.to(drawn.columns.device)]) if drawn is not None else tasks.fixed_batch(idx)
         with torch.no_grad():
             phi0 = family.start(params, batch)
         phi = adapt(family, params, phi0.detach(), batch, steps, lr).detach()
         with torch.no_grad():
-            latent.append(phi)
-            weights.append(family.weights(params, phi))
-        task.append(idx)
-    return FineTuned(torch.cat(task), torch.cat(latent), torch.cat(weights))
+            w = family.weights(params, phi)
+        if latent is None:
+            latent = phi.new_empty(len(rows), *phi.shape[1:])
+            # the adapter family's φ is its weights: one tensor serves both, so a cached set holds (and loads) it once
+            weights = latent if w is phi else w.new_empty(len(rows), *w.shape[1:])
+        latent[pos] = phi
+        if weights is not latent:
+            weights[pos] = w
+    return FineTuned(rows, latent, weights)
 
 
 def weights_accuracy(adapter: AdapterFamily, weights: torch.Tensor, tasks: TaskTensors, task: torch.Tensor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .features import FeatureStore
 from .metavqa import Task
@@ -92,10 +93,10 @@ class TaskTensors:
         support = pos < self.n_support[idx, None]
         return self._batch(idx, columns, support, valid & ~support)
 
-    def sample_batch(self, idx: torch.Tensor, samples_per_task: int | None, support_fraction: float,
-                     generator: torch.Generator) -> Batch:
-        """Tasks `idx`, each a fresh random draw of its data split at random into support and query
-        (A.5: 'D_i is randomly split into a support set and a query set during training')."""
+    def draw(self, idx: torch.Tensor, samples_per_task: int | None, support_fraction: float,
+             generator: torch.Generator) -> "Draw":
+        """A fresh random draw of tasks `idx`'s data, split at random into support and query (A.5: 'D_i is
+        randomly split into a support set and a query set during training')."""
         idx = torch.as_tensor(idx, device=self.labels.device)
         counts = self.n_samples[idx]
         n = self.image_index.shape[1]
@@ -103,14 +104,42 @@ class TaskTensors:
         keys[torch.arange(n, device=idx.device)[None] >= counts[:, None]] = 2.0   # padding sorts last
         longest = int(counts.max())   # columns past every drawn task's size would be padding only
         take = longest if samples_per_task is None else min(samples_per_task, longest)
-        columns = keys.argsort(dim=1)[:, :take]
         kept = counts.clamp(max=take)
-        pos = torch.arange(take, device=idx.device)[None]
         n_support = (kept * support_fraction).round().long().clamp(1, None)
         n_support = torch.minimum(n_support, (kept - 1).clamp(min=1))   # leave a query sample where possible
-        valid = pos < kept[:, None]
-        support = pos < n_support[:, None]
-        return self._batch(idx, columns, support & valid, valid & ~support)
+        return Draw(keys.argsort(dim=1)[:, :take], kept, n_support)
+
+    def drawn_batch(self, idx: torch.Tensor, draw: "Draw") -> Batch:
+        """Tasks `idx` with the samples `draw` took, padded to the longest of them."""
+        idx = torch.as_tensor(idx, device=self.labels.device)
+        take = int(draw.n_kept.max())
+        pos = torch.arange(take, device=idx.device)[None]
+        valid = pos < draw.n_kept[:, None]
+        support = pos < draw.n_support[:, None]
+        return self._batch(idx, draw.columns[:, :take], support & valid, valid & ~support)
+
+    def sample_batch(self, idx: torch.Tensor, samples_per_task: int | None, support_fraction: float,
+                     generator: torch.Generator) -> Batch:
+        """Tasks `idx`, each a fresh random draw of its data split at random into support and query."""
+        return self.drawn_batch(idx, self.draw(idx, samples_per_task, support_fraction, generator))
+
+
+@dataclass
+class Draw:
+    """The samples a random draw took of each task: the first `n_kept[i]` of `columns[i]` (positions in the
+    task's samples), of which the first `n_support[i]` adapt and the rest are the query."""
+    columns: torch.Tensor     # [B, width]
+    n_kept: torch.Tensor      # [B]
+    n_support: torch.Tensor   # [B]
+
+    def __getitem__(self, rows) -> "Draw":
+        return Draw(self.columns[rows], self.n_kept[rows], self.n_support[rows])
+
+    @staticmethod
+    def cat(draws: list["Draw"]) -> "Draw":
+        width = max(d.columns.shape[1] for d in draws)
+        return Draw(torch.cat([F.pad(d.columns, (0, width - d.columns.shape[1])) for d in draws]),
+                    torch.cat([d.n_kept for d in draws]), torch.cat([d.n_support for d in draws]))
 
 
 def size_sorted_chunks(sizes: torch.Tensor, chunk: int) -> tuple[torch.Tensor, ...]:

@@ -2,10 +2,12 @@
 import torch
 
 from hyperclip_lib.models.adapter import AdapterSpec, adapter_logits, clip_logits
-from hyperclip_lib.calibration import METHODS, calibrate, finetune_adapter, summarize, task_data
+from hyperclip_lib.calibration import METHODS, calibrate, finetune_adapters, summarize, task_data
 from hyperclip_lib.config import CalibrationConfig
 from hyperclip_lib.features import FeatureStore
 from hyperclip_lib.metavqa import Task
+from hyperclip_lib.models.families import AdapterFamily
+from hyperclip_lib.taskdata import TaskTensors
 
 
 def test_flat_weights_round_trip_and_zero_residual_start_is_plain_clip():
@@ -58,12 +60,32 @@ def test_fine_tuned_adapter_learns_a_toy_task_that_zero_shot_cannot():
     assert set(s) == set(METHODS)
 
 
-def test_finetuning_lowers_the_support_loss():
-    fs, tasks = toy_features(n_tasks=1)
-    x, y = task_data(fs, tasks[0], "support")
-    spec = AdapterSpec(16, 8)
+def reference_finetune(x, y, emb, spec, cfg):
+    """The ceiling's fine-tuning written for one task alone: Adam on its flat weights, full-batch support loss."""
+    W = spec.init(torch.Generator().manual_seed(cfg.seed)).requires_grad_(True)
+    opt = torch.optim.Adam([W], lr=cfg.lr)
+    for _ in range(cfg.steps):
+        loss = torch.nn.functional.cross_entropy(adapter_logits(x, W, spec, emb), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return W.detach()
+
+
+def test_batched_finetuning_gives_each_task_its_own_adapter_and_lowers_its_loss():
+    fs, tasks = toy_features(n_tasks=4)
+    # ragged tasks, so the batch pads samples: 24/12, 10/5, 18/9, 6/3 support/query samples
+    tasks = tuple(Task(t.question, t.answers, t.support[:n], t.query[:n // 2])
+                  for t, n in zip(tasks, (24, 10, 18, 6)))
     cfg = CalibrationConfig(steps=20, lr=1e-2, hidden=8)
-    emb = fs.answer_embeddings[tasks[0].question]
-    before = torch.nn.functional.cross_entropy(adapter_logits(x, spec.init(torch.Generator().manual_seed(0)), spec, emb), y)
-    after = torch.nn.functional.cross_entropy(adapter_logits(x, finetune_adapter(x, y, emb, spec, cfg), spec, emb), y)
-    assert after < 0.5 * before
+    family = AdapterFamily(AdapterSpec(16, 8))
+    batch = TaskTensors.from_tasks(fs, tasks).fixed_batch(torch.arange(len(tasks)))
+    W = finetune_adapters(family, batch, cfg)
+    for i, task in enumerate(tasks):
+        x, y = task_data(fs, task, "support")
+        emb = fs.answer_embeddings[task.question]
+        alone = reference_finetune(x, y, emb, family.spec, cfg)
+        assert torch.allclose(W[i], alone, atol=1e-5), i
+        start = family.spec.init(torch.Generator().manual_seed(cfg.seed))
+        loss = [torch.nn.functional.cross_entropy(adapter_logits(x, w, family.spec, emb), y) for w in (start, W[i])]
+        assert loss[1] < 0.5 * loss[0]

@@ -11,7 +11,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from hyperclip_lib.models.adapter import AdapterSpec, adapter_logits
 from hyperclip_lib.config import BaseModelConfig, MethodConfig
-from hyperclip_lib.maml import adapt, clipped_step, evaluate, meta_loss, train, weights_accuracy
+from hyperclip_lib.maml import adapt, clipped_step, evaluate, finetune_dataset, meta_loss, train, weights_accuracy
 from hyperclip_lib.models.families import RECIPES, AdapterFamily, FiLMFamily, HyperNetFamily, make_family, task_losses
 from hyperclip_lib.taskdata import Batch, described_tasks
 
@@ -209,6 +209,24 @@ def test_scores_do_not_depend_on_how_tasks_are_chunked_and_padded(toy_tasks):
                                                         generator=torch.Generator().manual_seed(4))
     one_by_one = torch.cat([weights_accuracy(family, weights[i:i + 1], tasks, task[i:i + 1]) for i in range(len(task))])
     torch.testing.assert_close(weights_accuracy(family, weights, tasks, task, chunk=4), one_by_one)
+
+
+def test_finetuned_set_rows_are_their_tasks_own_adaptations_and_adapter_weights_are_stored_once(toy_tasks, tmp_path):
+    family, base = toy_setup("Uncond. Multitask")
+    tasks, params = toy_tasks(9, seed=5), leaf_params(family, seed=1)
+    ft = finetune_dataset(family, params, tasks, 1, 4, 0.05, dataclasses.replace(base, eval_tasks=4), 0,
+                          random_splits=False)
+    assert ft.task.tolist() == list(range(9))
+    for i in (0, 4, 8):   # first, middle and last chunk
+        batch = tasks.fixed_batch(torch.tensor([i]))
+        alone = adapt(family, params, family.start(params, batch).detach(), batch, 4, 0.05).detach()
+        torch.testing.assert_close(ft.latent[i], alone[0])
+    assert not torch.equal(ft.latent[0], params["W"].detach())   # the adaptation moved the weights
+    # the adapter's φ is its weights: one storage, so the cached file is half the size of two copies
+    assert ft.weights.data_ptr() == ft.latent.data_ptr()
+    torch.save(ft.to_dict(), tmp_path / "once.pt")
+    torch.save({**ft.to_dict(), "weights": ft.weights.clone()}, tmp_path / "twice.pt")
+    assert (tmp_path / "once.pt").stat().st_size < 0.6 * (tmp_path / "twice.pt").stat().st_size
 
 
 def test_conditional_training_never_reads_a_hidden_descriptor(toy_tasks):

@@ -90,10 +90,10 @@ def ensure_hvae(cfg: Config, data: Data, features: FeatureStore,
     store = store or ArtifactStore()
     cfg = generator_cfg(cfg)
     g = cfg.generator
-    finetuned = ensure_finetuned(cfg, "MNet", data, features, store)
-    scorer = adapter_scorer(cfg, features)
 
     def build(folder):
+        finetuned = ensure_finetuned(cfg, "MNet", data, features, store)   # loaded only to build: 350 MB
+        scorer = adapter_scorer(cfg, features)
         train_set = finetuned["train"]
         coordinates = fit_coordinates(train_set.weights, g.hvae_pca_components, cfg.base.seed)
         vae = HVAE(coordinates, (g.hvae_hidden1, g.hvae_hidden2), g.hvae_latent,
