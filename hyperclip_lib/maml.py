@@ -151,7 +151,7 @@ def finetune_dataset(family: Family, params: dict, tasks: TaskTensors, per_task:
     latent = weights = None
     for pos in tqdm(size_sorted_chunks(tasks.n_samples[rows], base.eval_tasks), desc=desc, leave=False):
         idx = rows[pos]
-        batch = tasks.drawn_batch(idx, drawn[pos.to(drawn.columns.device)]) if drawn is not None else tasks.fixed_batch(idx)
+        batch = tasks.fixed_batch(idx) if drawn is None else tasks.drawn_batch(idx, drawn[pos.to(drawn.columns.device)])
         with torch.no_grad():
             phi0 = family.start(params, batch)
         phi = adapt(family, params, phi0.detach(), batch, steps, lr).detach()
