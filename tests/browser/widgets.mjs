@@ -40,8 +40,9 @@ async function checkNotebook(page, { notebook, slider, steps, distinctAccuracy }
     return w && w.context && w.context.path === path && w.sessionContext && w.sessionContext.session
       && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === "idle";
   }, notebook, { timeout: 120_000 });
-  await page.evaluate(() => window.jupyterapp.commands.execute("notebook:run-all-cells"));
+  // The command's promise settles when the last cell has run, so the clock starts before it.
   const start = Date.now();
+  await page.evaluate(() => window.jupyterapp.commands.execute("notebook:run-all-cells"));
   // Done when no cell waits or runs ("[*]") and the last cell has a prompt number.
   await page.waitForFunction(() => {
     const prompts = Array.from(document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")).map((p) => p.textContent);
