@@ -10,6 +10,8 @@ source and parameters and nothing before it ran again, so an interrupted run res
 stopped; inside a notebook the artifact cache skips every stage already built. With `jobs > 1`
 the per-seed notebooks run as separate processes, wave by wave (dataset; baselines and
 generators; HyperCLIP and HyperLDM; analysis), sharing the cache through its per-artifact locks.
+Every notebook computes with its config's `compute.threads`, however many run at once (numerics.py), so
+`jobs` changes how long a run takes, never its records.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import numerics
 from .analysis import results_tables
 from .config import default_seeds, get_config
 from .records import load_records, stage_times
@@ -65,6 +68,7 @@ class Run:
     cell_timeout: int | None = None                # seconds per cell; None: no limit
     failures: dict = field(default_factory=dict)   # job name -> (why it failed, the engine's error or ""), this
                                                    # invocation (for the summary and the report)
+    threads: int = 1                               # every notebook's compute.threads (numerics.py)
 
 
 def default_fractions(profile: str) -> tuple[list[float], list[float]]:
@@ -92,7 +96,9 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
         twice = sorted({v for v in values if values.count(v) > 1})
         if twice:
             raise ValueError(f"{flag}: {twice[0]} is given more than once")
-    get_config(profile, overrides)   # a bad --set fails here, naming the key, before any notebook starts
+    threads = get_config(profile, overrides).compute.threads   # a bad --set fails here, before any notebook starts
+    if threads < 1:
+        raise ValueError(f"compute.threads: expected 1 or more, got {threads}")
     for f in fractions + fig5b_fractions:
         if not 0 < f <= 1:
             raise ValueError(f"--fractions/--fig5b-fractions: descriptor shares must lie in (0, 1], got {f}")
@@ -123,7 +129,7 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
     missing = sorted({j.notebook for j in jobs if not (NOTEBOOKS / j.notebook).exists()})
     if missing:
         raise FileNotFoundError(f"notebooks missing from {NOTEBOOKS}: {', '.join(missing)}")
-    run = Run(profile, out, jobs, cell_timeout=cell_timeout or None)
+    run = Run(profile, out, jobs, cell_timeout=cell_timeout or None, threads=threads)
     progress = out / "progress.json"
     if progress.exists():
         try:
@@ -169,15 +175,15 @@ def _tied_to_this_process() -> list[str]:
     return [sys.executable, "-c", tie, str(os.getpid())]
 
 
-def _run_job(run: Run, job: Job, threads: int, show_progress: bool, folder: RunFolder) -> tuple[Job, float, int]:
+def _run_job(run: Run, job: Job, show_progress: bool, folder: RunFolder) -> tuple[Job, float, int]:
     """Execute one notebook in its own papermill process (its own kernel, in a process group of its own;
     papermill_cli.py: papermill polling in short slices), logging to logs/NAME.log and, with `show_progress`,
-    to the terminal too."""
+    to the terminal too. Its environment pins the run's thread count and CPU code paths (numerics.py)."""
     target = run.out / "notebooks" / f"{job.name}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     log = run.out / "logs" / f"{job.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, **numerics.pinned_environment(run.threads)}
     if not show_progress:
         env["TQDM_DISABLE"] = "1"
     partial = target.with_name(f".{target.name}.running")
@@ -227,14 +233,13 @@ def timed_out(run: Run, job: Job) -> bool:
         return False
 
 
-def _run_job_with_retry(run: Run, job: Job, threads: int, show_progress: bool, folder: RunFolder, log
-                        ) -> tuple[Job, float, int]:
+def _run_job_with_retry(run: Run, job: Job, show_progress: bool, folder: RunFolder, log) -> tuple[Job, float, int]:
     """_run_job, and once more if a cell timed out (a hang, e.g. a widget's first draw, rarely recurs)."""
-    job, seconds, rc = _run_job(run, job, threads, show_progress, folder)
+    job, seconds, rc = _run_job(run, job, show_progress, folder)
     if rc != 0 and timed_out(run, job):
         cell = failed_cell(run.out / "notebooks" / f"{job.name}.FAILED.ipynb")
         log(f"[TIMEOUT] {job.name}: {cell or 'a cell'} ran past {run.cell_timeout} s; running the notebook once more")
-        job, more, rc = _run_job(run, job, threads, show_progress, folder)
+        job, more, rc = _run_job(run, job, show_progress, folder)
         seconds += more
     return job, seconds, rc
 
@@ -264,31 +269,18 @@ def execute(run: Run, jobs: int = 1, force: bool = False, log=print, executor=No
             signal.signal(sig, handler)
 
 
-def wave_threads(jobs: int, wave_size: int, cpus: int | None = None, cpus_per_job: float | None = None) -> int:
-    """CPU threads per notebook kernel: `cpus_per_job` when given (--cpus-per-job), else the cores (`cpus`,
-    default this machine's) shared by the notebooks that run at once in this wave, so a wave of one (notebook
-    01, 06) gets every core rather than 1/jobs of them."""
-    if cpus_per_job:
-        return max(1, int(cpus_per_job))
-    return max(1, (cpus or os.cpu_count() or 1) // max(1, min(jobs, wave_size)))
-
-
 class LocalExecutor:
     """This machine: one papermill process per job, `jobs` at a time, each watched by a thread of the batch.
 
     An executor's `run_wave(run, todo, jobs, log, folder)` yields (job, seconds, rc, engine_error) as the jobs
     of one wave finish; when the batch is interrupted inside it, it starts nothing more and stops what runs."""
 
-    def __init__(self, cpus_per_job: float | None = None):
-        self.cpus_per_job = cpus_per_job
-
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder: RunFolder):
-        threads = wave_threads(jobs, len(todo), cpus_per_job=self.cpus_per_job)
         pool = ThreadPoolExecutor(max(1, min(jobs, len(todo))))
 
         def start(job: Job):
             log(f"[start] {describe(job)}")
-            return _run_job_with_retry(run, job, threads, jobs == 1, folder, log)
+            return _run_job_with_retry(run, job, jobs == 1, folder, log)
 
         running = [pool.submit(start, j) for j in todo]
         try:

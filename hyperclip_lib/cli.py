@@ -3,6 +3,7 @@
     hyperclip build-metavqa --vqa-root ROOT --out OUT [--check-images]
     hyperclip build-world --out DIR [--profile quick] [--set world.n_images=500]
     hyperclip prepare [--profile quick] [--set key=value ...]
+    hyperclip train-world-clip [--profile quick] [--out DIR] [--set key=value ...]
     hyperclip split-stats META_DIR [META_DIR ...] [--no-text]
     hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
                             [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import numerics
 from .batch import execute, plan_run, write_summary
 from .calibration import calibrate, summarize
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
@@ -28,7 +30,8 @@ from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa,
 from .report import write_report
 from .runlock import RunFolderBusy
 from .splitstats import minilm_embedder, split_statistics
-from .stages.data import prepare
+from .stages.data import SHIPPED, prepare, train_world_clip_into, world_clip_config
+from .store import ArtifactStore, config_hash, file_sha256
 from .world import generate_world
 
 
@@ -56,6 +59,7 @@ def cmd_build_world(args) -> int:
 def cmd_prepare(args) -> int:
     """Build the world, Meta-VQA, the encoder and features; print statistics and calibration."""
     cfg = get_config(args.profile, parse_overrides(args.overrides))
+    numerics.apply(cfg.compute.threads)
     t0 = time.perf_counter()
     result = prepare(cfg)
     stats = statistics_table(result["data"].split)
@@ -72,6 +76,19 @@ def cmd_prepare(args) -> int:
     floor = summary["CLIP as base model (zero-shot floor)"]["task_mean"]
     ceiling = summary["adapter fine-tuned on support (few-shot ceiling)"]["task_mean"]
     print(f"  gap ceiling - floor: {ceiling - floor:.2f} points")
+    return 0
+
+
+def cmd_train_world_clip(args) -> int:
+    """Train the profile's world CLIP into an artifact store (default: the library's shipped ones) and print
+    what hyperclip_lib/assets/README.md lists for it."""
+    cfg = get_config(args.profile, parse_overrides(args.overrides))
+    numerics.apply(cfg.compute.threads)
+    store = ArtifactStore(Path(args.out) if args.out else SHIPPED)
+    t0 = time.perf_counter()
+    folder = train_world_clip_into(cfg, store)
+    print(f"world CLIP ({args.profile}) in {folder} after {time.perf_counter() - t0:.0f} s; key "
+          f"{config_hash(world_clip_config(cfg))}; model.pt SHA-256 {file_sha256(folder / 'model.pt')}")
     return 0
 
 
@@ -161,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_args(p)
     p.set_defaults(func=cmd_prepare)
 
+    p = sub.add_parser("train-world-clip", help="train the profile's world CLIP into an artifact store (default: "
+                       "the shipped ones, hyperclip_lib/assets)")
+    p.add_argument("--out", default=None, help="artifact store root (default hyperclip_lib/assets)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train_world_clip)
+
     p = sub.add_parser("split-stats", help="label-only statistics of Meta-VQA splits (folders holding "
                        "meta_train.json / meta_test.json), side by side")
     p.add_argument("meta_dirs", nargs="+", metavar="META_DIR")
@@ -184,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the notebook jobs run: this machine (local), a Ray cluster (ray), SLURM through "
                         "submitit (slurm), or submitit's local executor (submitit-local); see README")
     p.add_argument("--cpus-per-job", type=float, default=None,
-                   help="CPUs (threads) per notebook job (default: a node's cores shared by the jobs run at once)")
+                   help="CPUs a notebook job asks its engine for, ray or slurm (default: compute.threads, the "
+                        "threads every notebook computes with, whatever it is given: --set compute.threads=N)")
     p.add_argument("--gpus-per-job", type=float, default=0.0,
                    help="GPUs per notebook job, ray or slurm (ray: fractions share a GPU, e.g. 0.25)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to use (default: RAY_ADDRESS, else a Ray "

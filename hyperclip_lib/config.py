@@ -82,6 +82,14 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """How every stage computes (numerics.py): its own thread count, never the cores a batch wave leaves it, so
+    records do not depend on --jobs, the executor or the machine. Notebooks run at once share the cores as
+    processes. Another count is another config: its artifacts and records are kept apart."""
+    threads: int = 1
+
+
+@dataclass(frozen=True)
 class BaseModelConfig:
     """The adapter f(x, W), the hypernetworks that make W, and how every baseline is trained/scored."""
     hidden: int = 64                  # adapter hidden width (paper: 256)
@@ -174,6 +182,7 @@ class Config:
     world_clip: WorldClipConfig = field(default_factory=WorldClipConfig)
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
     # One section per row of the paper's Table 3. These defaults are `quick`'s CPU-sized schedules, scaled

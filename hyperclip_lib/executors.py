@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 
-from .batch import Job, LocalExecutor, Run, _run_job_with_retry, describe, wave_threads
+from .batch import Job, LocalExecutor, Run, _run_job_with_retry, describe
 
 EXECUTORS = ("local", "ray", "slurm", "submitit-local")
 POLL_S = 2.0   # how often a remote wave is checked; short waits keep the batch's signal handlers responsive
@@ -38,10 +38,10 @@ def forwarded_environment() -> dict[str, str]:
             if k.startswith(("HYPERCLIP_", "HF_")) or k in ("TQDM_DISABLE", "MPLBACKEND")}
 
 
-def run_job_on_node(run: Run, job: Job, threads: int, environment: dict[str, str]) -> tuple[str, float, int]:
+def run_job_on_node(run: Run, job: Job, environment: dict[str, str]) -> tuple[str, float, int]:
     """One notebook job on the node an engine placed it on: (job name, seconds, papermill's return code)."""
     os.environ.update(environment)
-    _, seconds, rc = _run_job_with_retry(run, job, threads, False, _NoGroups(), print)
+    _, seconds, rc = _run_job_with_retry(run, job, False, _NoGroups(), print)
     return job.name, seconds, rc
 
 
@@ -59,21 +59,18 @@ class RayExecutor:
 
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder):
         ray = self._connect()
-        node_cpus = max(int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n["Alive"])
-        threads = wave_threads(jobs, len(todo), node_cpus, self.cpus_per_job)
         task = ray.remote(run_job_on_node)
-        needs = dict(num_cpus=self.cpus_per_job or threads, num_gpus=self.gpus_per_job, max_retries=self.retries,
-                     retry_exceptions=False)
+        cpus = self.cpus_per_job or run.threads
+        needs = dict(num_cpus=cpus, num_gpus=self.gpus_per_job, max_retries=self.retries, retry_exceptions=False)
         environment = forwarded_environment()
         queued, running = list(todo), {}   # ObjectRef -> (job, submitted at)
         try:
             while queued or running:
                 while queued and len(running) < jobs:
                     job = queued.pop(0)
-                    ref = task.options(name=f"notebook {job.name}", **needs).remote(run, job, threads, environment)
+                    ref = task.options(name=f"notebook {job.name}", **needs).remote(run, job, environment)
                     running[ref] = (job, time.perf_counter())
-                    log(f"[start] {describe(job)} as a Ray task ({self.cpus_per_job or threads} CPU, "
-                        f"{self.gpus_per_job} GPU)")
+                    log(f"[start] {describe(job)} as a Ray task ({cpus} CPU, {self.gpus_per_job} GPU)")
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
                 for ref in ready:
                     job, submitted = running.pop(ref)
@@ -99,15 +96,15 @@ class SubmititExecutor:
 
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder):
         import submitit
-        threads = wave_threads(jobs, len(todo), cpus_per_job=self.cpus_per_job)
+        cpus = int(self.cpus_per_job or run.threads)
         executor = submitit.AutoExecutor(folder=run.out / "logs" / "submitit", cluster=self.cluster)
-        executor.update_parameters(name="hyperclip", cpus_per_task=threads, gpus_per_node=self.gpus_per_job,
+        executor.update_parameters(name="hyperclip", cpus_per_task=cpus, gpus_per_node=self.gpus_per_job,
                                    slurm_array_parallelism=jobs, **self.parameters)
         submitted = time.perf_counter()
         n = len(todo)
-        array = executor.map_array(run_job_on_node, [run] * n, todo, [threads] * n, [forwarded_environment()] * n)
+        array = executor.map_array(run_job_on_node, [run] * n, todo, [forwarded_environment()] * n)
         for job, sjob in zip(todo, array):
-            log(f"[start] {describe(job)} as {self.cluster} job {sjob.job_id} ({threads} CPU, {self.gpus_per_job} GPU)")
+            log(f"[start] {describe(job)} as {self.cluster} job {sjob.job_id} ({cpus} CPU, {self.gpus_per_job} GPU)")
         waiting = dict(zip(array, todo))
         try:
             while waiting:
@@ -133,9 +130,10 @@ def make_executor(name: str, cpus_per_job: float | None = None, gpus_per_job: fl
     if gpus_per_job < 0:
         raise ValueError(f"--gpus-per-job: expected 0 or more, got {gpus_per_job}")
     if name == "local":
-        if gpus_per_job or slurm_parameters or ray_address:
-            raise ValueError("--gpus-per-job, --slurm and --ray-address need --executor ray or slurm")
-        return LocalExecutor(cpus_per_job)
+        if gpus_per_job or slurm_parameters or ray_address or cpus_per_job:
+            raise ValueError("--cpus-per-job, --gpus-per-job, --slurm and --ray-address need --executor ray or slurm "
+                             "(a notebook's threads are its config's: --set compute.threads=N)")
+        return LocalExecutor()
     if name == "ray":
         if slurm_parameters:
             raise ValueError("--slurm needs --executor slurm or submitit-local")

@@ -69,6 +69,7 @@ class Record:
     timings: dict[str, float]   # seconds, by phase
     details: dict = field(default_factory=dict)   # kind-specific: training tasks, task inference, sampler, ...
     gamma: float | None = None  # HyperLDM's guidance scale
+    compute: dict = field(default_factory=dict)   # stage -> threads, CPU code paths, device it ran with (numerics.of_key)
     versions: dict = field(default_factory=package_versions)
 
     def __post_init__(self):
@@ -85,7 +86,7 @@ class Record:
         out["per_task"] = {q: {**{metric: acc[i] for metric, acc in self.scores.items()}, "n_query": self.n_query[i]}
                            for i, q in enumerate(self.questions)}
         return {**out, "details": self.details, "config_hash": self.config_hash, "timings": self.timings,
-                "versions": self.versions}
+                "compute": self.compute, "versions": self.versions}
 
 
 def record_name(record: dict) -> str:

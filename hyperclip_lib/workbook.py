@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import numerics
 from .config import Config, default_seeds, notebook_config
 from .features import FeatureStore
 from .models.families import AdapterFamily
@@ -65,6 +66,7 @@ def open_workbook(profile: str, overrides: Mapping[str, Any] | None = None, *, v
     config the parameters would give (for a notebook that adjusts it first)."""
     cfg = cfg or notebook_config(profile, overrides, vqa_root=vqa_root, meta_dir=meta_dir, clip_model=clip_model,
                                  clip_pretrained=clip_pretrained, device=device)
+    numerics.apply(cfg.compute.threads)
     prepared = prepare(cfg)
     return Workbook(cfg, list(seeds) if seeds is not None else default_seeds(cfg.profile),
                     Path(results_dir) if results_dir else default_results_dir(cfg.profile),

@@ -66,7 +66,7 @@ def test_a_cell_past_its_timeout_is_named_and_its_notebook_runs_once_more(tmp_pa
     run = batch.Run("ci", tmp_path / "run", [Job("hang", "hang.ipynb", 0, {})], cell_timeout=5)
     messages = []
     with RunFolder(run.out) as folder:
-        job, seconds, rc = batch._run_job_with_retry(run, run.jobs[0], 1, False, folder, messages.append)
+        job, seconds, rc = batch._run_job_with_retry(run, run.jobs[0], False, folder, messages.append)
     assert rc == 0 and (run.out / "notebooks" / "hang.ipynb").exists()
     assert not (run.out / "notebooks" / "hang.FAILED.ipynb").exists()
     assert len(messages) == 1 and messages[0].startswith("[TIMEOUT] hang: cell [2] `first = not pathlib.Path(")
@@ -166,24 +166,26 @@ def test_resume_skips_finished_jobs_until_something_before_them_reruns(tmp_path)
     assert not is_done(run, run.jobs[-1])   # its executed notebook is gone
 
 
-def test_each_wave_shares_the_cores_among_the_notebooks_it_runs_at_once(tmp_path, monkeypatch):
-    """A notebook alone in its wave (01, 06) gets every core; a full wave of 2 at a time, half each."""
-    run = plan_run("quick", tmp_path, seeds=[0, 1], split_seeds=True)
-    threads = {}
-
-    def fake_run_job(run, job, n_threads, show_progress, folder):
-        threads[job.name] = n_threads
-        (run.out / "notebooks").mkdir(exist_ok=True)
-        (run.out / "notebooks" / f"{job.name}.ipynb").write_text("{}")
-        return job, 0.0, 0
-
-    monkeypatch.setattr(batch, "_run_job", fake_run_job)
-    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
-    assert set(execute(run, jobs=2, log=lambda *_: None).values()) == {"done"}
-    assert threads["01_dataset"] == 4 and threads["06_analysis"] == 4
-    assert threads["02_baselines-seed0"] == 2 and threads["05_hyperldm-seed1"] == 2
-    assert batch.wave_threads(jobs=3, wave_size=2, cpus=12) == 6 and batch.wave_threads(8, 8, cpus=2) == 1
-    assert batch.wave_threads(8, 8, cpus=2, cpus_per_job=3) == 3   # --cpus-per-job wins
+def test_a_notebook_computes_with_its_configs_threads_and_pinned_cpu_paths_whatever_the_wave(tmp_path, monkeypatch):
+    """The kernel of a batch job runs compute.threads threads, ATen's AVX2 kernels and MKL's COMPATIBLE branch,
+    with oneDNN off, though the batch's own environment asks for more threads (numerics.py)."""
+    import nbformat
+    cell = ("from hyperclip_lib import numerics\nimport json\nnumerics.apply(3)\n"
+            "print('IDENTITY', json.dumps(numerics.identity()))")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), tmp_path / "probe.ipynb")
+    run = plan_run("ci", tmp_path / "run", overrides={"compute.threads": 3})
+    assert run.threads == 3
+    job = Job("probe", str(tmp_path / "probe.ipynb"), 0, {})
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    with RunFolder(run.out) as folder:
+        _, _, rc = batch._run_job(run, job, False, folder)
+    assert rc == 0
+    printed = json.loads((run.out / "notebooks" / "probe.ipynb").read_text())["cells"][0]["outputs"][0]["text"]
+    identity = json.loads("".join(printed).split("IDENTITY ", 1)[1])
+    assert identity == {"threads": 3, "cpu_capability": "AVX2", "mkl_cbwr": "COMPATIBLE", "onednn": False}
+    with pytest.raises(ValueError, match="compute.threads: expected 1 or more"):
+        plan_run("ci", tmp_path / "bad", overrides={"compute.threads": 0})
 
 
 @pytest.mark.parametrize("args, message", [
@@ -193,6 +195,7 @@ def test_each_wave_shares_the_cores_among_the_notebooks_it_runs_at_once(tmp_path
     (["--executor", "slurm", "--slurm", "partition"], "--slurm: expected KEY=VALUE"),
     (["--executor", "submitit-local", "--ray-address", "auto"], "--ray-address needs --executor ray"),
     (["--cpus-per-job", "0"], "--cpus-per-job: expected a positive number"),
+    (["--cpus-per-job", "2"], "--cpus-per-job, --gpus-per-job, --slurm and --ray-address need --executor ray"),
 ])
 def test_bad_executor_settings_are_named_before_any_notebook_starts(tmp_path, capsys, args, message):
     from hyperclip_lib.cli import main
@@ -201,9 +204,10 @@ def test_bad_executor_settings_are_named_before_any_notebook_starts(tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
-def _batch(out: Path, home: Path, wait: bool = True, *extra: str):
-    env = {**os.environ, "HYPERCLIP_HOME": str(home), "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci", "--out", str(out), *extra]
+def _batch(out: Path, home: Path, wait: bool = True, *extra: str, prefix=(), env=None):
+    env = {**os.environ, "HYPERCLIP_HOME": str(home), "TQDM_DISABLE": "1", **(env or {})}
+    cmd = [*prefix, sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci", "--out", str(out),
+           *extra]
     if not wait:   # its output goes to OUT.log beside the run folder
         with open(out.with_name(out.name + ".log"), "w") as log:
             return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -225,14 +229,23 @@ def _numbers(records: Path) -> dict:
 
 
 def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tmp_path, ci_run):
+    """The reproducibility contract (numerics.py): the fixture ran one notebook at a time on every core the
+    machine has; this run, two at a time, confined to one core, with more threads asked for in its environment,
+    gives byte-identical records (timings aside)."""
     run_a, home_a = ci_run
-    second = _batch(tmp_path / "b", tmp_path / "home_b")
+    second = _batch(tmp_path / "b", tmp_path / "home_b", True, "--jobs", "2",
+                    prefix=["taskset", "-c", "0"], env={"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"})
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     a, b = _numbers(run_a / "records"), _numbers(tmp_path / "b" / "records")
     assert len(a) >= 14 and a.keys() == b.keys()
     assert a == b   # every accuracy, per task too, and the config hashes
     record = next(iter(a.values()))
     assert len(record["config_hash"]) == 16 and {"python", "torch", "numpy"} <= record["versions"].keys()
+    for r in a.values():   # how each stage behind a record was computed
+        assert {"world_clip", "features"} <= r["compute"].keys()
+        assert all(s["threads"] == 1 and s["mkl_cbwr"] == "COMPATIBLE" for s in r["compute"].values())
+    assert a["uncond-multitask_seed0_q100.json"]["compute"]["baseline"]["device"] == "cpu"
+    assert a["hnet-hyperclip-guidance_seed0_q100.json"]["compute"]["guidance"]["threads"] == 1
     summary = (run_a / "summary.md").read_text()
     assert "Table 1 (ci)" in summary and "| 06_analysis | done |" in summary
     assert "## Time per stage" in summary and "| hyperldm | sample_s | 2 |" in summary   # HNet's and HVAE's

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .. import numerics
 from ..config import Config
 from ..features import FeatureStore
 from ..maml import evaluate, train
@@ -107,7 +108,8 @@ def run_baseline(cfg: Config, method: str, data: Data, features: FeatureStore,
             cfg.base.descriptor_fraction if recipe.conditional else 1.0, test_tasks.questions,
             scores["n_query"].tolist(), {m: scores[m].tolist() for m in ("zero_shot", "few_shot")},
             config_hash(key), timings,
-            details={"training_tasks": len(pool), "optimizer_steps": len(history["step"])})
+            details={"training_tasks": len(pool), "optimizer_steps": len(history["step"])},
+            compute=numerics.of_key(key, device=cfg.base.device))
         torch.save({k: v.detach().cpu() for k, v in params.items()}, folder / "params.pt")
         atomic_write_json(folder / "history.json", history)
         atomic_write_json(folder / "record.json", record.to_dict(), indent=1)

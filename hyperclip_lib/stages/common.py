@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .. import numerics
 from ..config import Config, run_configs
 from ..records import save_record
 
@@ -15,9 +16,18 @@ STAGE_VERSIONS = {"world": 2, "metavqa": 1, "world_clip": 2, "features": 1, "bas
                   "hvae": 3, "hyperclip": 3, "hyperldm": 3, "hyperldm_samples": 1}
 
 
+# Stages of plain Python and integer arithmetic (scenes, the A.4 rules): their output does not depend on threads
+# or CPU code paths, so their keys leave the numeric settings out.
+EXACT_STAGES = ("world", "metavqa")
+
+
 def stage_key(stage: str, **parts) -> dict:
-    """A stage's cache key: its code version and what it depends on."""
-    return {"stage": stage, "version": STAGE_VERSIONS[stage], **parts}
+    """A stage's cache key: its code version, the numeric settings it is computed under (numerics.py) and
+    what it depends on."""
+    key = {"stage": stage, "version": STAGE_VERSIONS[stage]}
+    if stage not in EXACT_STAGES:
+        key["numerics"] = numerics.identity()
+    return {**key, **parts}
 
 
 @contextmanager

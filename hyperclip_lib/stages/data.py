@@ -8,6 +8,7 @@ absent or broken, so any notebook can run alone and re-running is cheap.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from ..config import Config
 from ..features import FeatureStore
 from ..metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
                        load_meta_vqa, prompt_file, question_file, read_json, write_meta_vqa)
-from ..store import ArtifactStore, config_hash, file_sha256
+from ..store import ArtifactError, ArtifactStore, config_hash, file_sha256
 from ..world import generate_world, scene_config
 from .common import stage_key
 
@@ -80,10 +81,42 @@ def world_clip_config(cfg: Config) -> dict:
                      text_tower=encoders.MINILM_PACKAGE)
 
 
-def ensure_world_clip(cfg: Config, store: ArtifactStore | None = None) -> Path:
-    store = store or ArtifactStore()
+# Trained world CLIPs shipped with the library, as real CLIP's weights are a downloaded artifact in the paper's
+# pipeline: an artifact store of its own (hyperclip_lib/assets/README.md: SHA-256s and the command that rebuilt
+# each). Its training is the largest single computation of `quick`, and every number downstream depends on it.
+SHIPPED = Path(__file__).resolve().parent.parent / "assets"
+
+
+def shipped_world_clip(cfg: Config) -> Path | None:
+    """The shipped world CLIP for this config's key, checked against its manifest; None if none is shipped."""
+    shipped, key = ArtifactStore(SHIPPED), world_clip_config(cfg)
+    path = shipped.path("world_clip", key)
+    if not path.exists():
+        return None
+    problem = shipped.verify(path, key)
+    if problem is not None:
+        raise ArtifactError(f"shipped world CLIP: {problem}; restore it with git checkout {path}")
+    return path
+
+
+def train_world_clip_into(cfg: Config, store: ArtifactStore) -> Path:
+    """Train the config's world CLIP into `store` (what `hyperclip train-world-clip` runs)."""
     return store.ensure("world_clip", world_clip_config(cfg),
                         lambda d: encoders.train_world_clip(cfg.world_clip, cfg.world, d))
+
+
+def ensure_world_clip(cfg: Config, store: ArtifactStore | None = None) -> Path:
+    """The world CLIP: the shipped one where this key has one, else trained (and cached)."""
+    store = store or ArtifactStore()
+    shipped = shipped_world_clip(cfg)
+    if shipped is None:
+        return train_world_clip_into(cfg, store)
+
+    def copy(folder: Path) -> None:
+        for name in encoders.WORLD_CLIP_FILES:
+            shutil.copy2(shipped / name, folder / name)
+
+    return store.ensure("world_clip", world_clip_config(cfg), copy)
 
 
 def load_encoder(cfg: Config, store: ArtifactStore | None = None) -> encoders.Encoder:

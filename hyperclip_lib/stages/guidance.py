@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import numerics
 from ..config import Config
 from ..features import FeatureStore
 from ..maml import FineTuned, weights_accuracy
@@ -104,7 +105,8 @@ def run_hyperclip_guidance(cfg: Config, name: str, data: Data, features: Feature
         config_hash({**key, "hyperclip": vars(h)}), timings,
         details={"task_inference": {"held-out (meta-test)": task_inference(model, finetuned["test"], test_tasks.text),
                                     "meta-train": task_inference(model, seen_set, train_tasks.text)},
-                 "trajectory": trajectory, "guidance": {k: getattr(h, k) for k in GUIDANCE_FIELDS}})
+                 "trajectory": trajectory, "guidance": {k: getattr(h, k) for k in GUIDANCE_FIELDS}},
+        compute={**numerics.of_key(key), "guidance": {**numerics.identity(), "device": device}})
     return GuidanceResult(record.to_dict(), history, model, weight_gen, finetuned)
 
 

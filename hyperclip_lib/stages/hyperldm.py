@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import numerics
 from ..config import Config
 from ..features import FeatureStore
 from ..maml import weights_accuracy
@@ -138,7 +139,8 @@ def run_hyperldm(cfg: Config, name: str, data: Data, features: FeatureStore,
                       cfg.base.descriptor_fraction, test_tasks.questions, n_query, {"zero_shot": per_task.tolist()},
                       config_hash(sample_key), timings, gamma=gamma,
                       details={"sampler": L.sampler, "sampler_steps": steps or L.train_steps,
-                               "samples_per_task": L.samples_per_task}).to_dict()
+                               "samples_per_task": L.samples_per_task},
+                      compute=numerics.of_key(sample_key, device=device)).to_dict()
                for gamma, per_task in per_gamma_task_mean(samples, gammas, len(test_tasks)).items()]
     return LDMResult(records, ldm, weight_gen, samples)
 
