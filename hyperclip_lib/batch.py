@@ -96,9 +96,8 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
         twice = sorted({v for v in values if values.count(v) > 1})
         if twice:
             raise ValueError(f"{flag}: {twice[0]} is given more than once")
-    threads = get_config(profile, overrides).compute.threads   # a bad --set fails here, before any notebook starts
-    if threads < 1:
-        raise ValueError(f"compute.threads: expected 1 or more, got {threads}")
+    # a bad --set fails here, naming the key, before any notebook starts
+    threads = numerics.check_threads(get_config(profile, overrides).compute.threads)
     for f in fractions + fig5b_fractions:
         if not 0 < f <= 1:
             raise ValueError(f"--fractions/--fig5b-fractions: descriptor shares must lie in (0, 1], got {f}")

@@ -78,14 +78,18 @@ def mkl_branch() -> str:
     return _MKL_BRANCHES.get(code, str(code))
 
 
+def check_threads(threads: int) -> int:
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"compute.threads: expected 1 or more, got {threads}")
+    return threads
+
+
 def apply(threads: int) -> dict:
     """Run this process's computations with `threads` threads and oneDNN off; returns `identity()`.
     Raises when the pinned CPU paths could not take effect (a torch kernel ran before hyperclip_lib was
     imported), naming what to do."""
     import torch
-    if threads < 1:
-        raise ValueError(f"compute.threads: expected 1 or more, got {threads}")
-    torch.set_num_threads(threads)
+    torch.set_num_threads(check_threads(threads))
     torch.backends.mkldnn.enabled = False
     current = identity()
     if not native() and (current["cpu_capability"] != ATEN_CAPABILITY.upper() or current["mkl_cbwr"] not in

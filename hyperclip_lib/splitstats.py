@@ -14,6 +14,8 @@ Every measure reads only questions, image names and answers, so it runs on the a
   interval over test tasks;
 * **nearest question** — the cosine of each test question to its nearest meta-train question (median, share
   > 0.95);
+* **question mix** — the share of tasks (meta-train, meta-test, all) of each kind by one string rule that
+  applies to any split (`question_kind`): count, colour, where, other;
 * the paper's A.4 shape statistics: tasks, answers per task, support/query sizes, samples-per-task quantiles.
 """
 from __future__ import annotations
@@ -33,6 +35,30 @@ AUTHORS_SPLIT = Path("shared") / "data" / "metavqa-authors"
 TEXT_PRIOR_NEIGHBOURS = 10
 LEAK_THRESHOLD = 0.5
 NEAR_DUPLICATE = 0.95
+
+
+QUESTION_KINDS = ("count", "colour", "where", "other")
+
+
+def question_kind(question: str) -> str:
+    """'count' if the question contains "how many", else 'colour' if it contains "color" or "colour", else
+    'where' if it starts with "where", else 'other' (case-insensitive)."""
+    q = question.lower().strip()
+    if "how many" in q:
+        return "count"
+    if "color" in q or "colour" in q:
+        return "colour"
+    return "where" if q.startswith("where") else "other"
+
+
+def question_mix(split: TaskSplit) -> dict[str, float]:
+    """Share of tasks (%) of each `question_kind`, in meta-train, meta-test and all tasks."""
+    out = {}
+    for part, tasks in (("meta-train", split.train), ("meta-test", split.test), ("all", split.all_tasks())):
+        kinds = Counter(question_kind(t.question) for t in tasks)
+        out.update({f"question mix, {part}: {kind} (%)": 100 * kinds[kind] / max(1, len(tasks))
+                    for kind in QUESTION_KINDS})
+    return out
 
 
 def leakage(split: TaskSplit) -> list[float]:
@@ -96,6 +122,7 @@ def split_statistics(split: TaskSplit, embed: Callable[[list[str]], torch.Tensor
     stats.update({"samples per task (10% quantile)": sizes[len(sizes) // 10],
                   "samples per task (90% quantile)": sizes[(9 * len(sizes)) // 10],
                   "samples per task (max / median)": sizes[-1] / median})
+    stats.update(question_mix(split))
     shares = leakage(split)
     stats["leakage: mean best-match coverage (%)"] = 100 * statistics.fmean(shares)
     stats[f"leakage: test tasks ≥ {LEAK_THRESHOLD:.0%} in one train task (%)"] = \

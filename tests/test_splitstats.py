@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from hyperclip_lib.metavqa import PAPER_STATISTICS, Task, TaskSplit, load_meta_vqa
-from hyperclip_lib.splitstats import (authors_split_dir, gap_share_interval, leakage, minilm_embedder, reference_accuracies,
-                                      split_statistics)
+from hyperclip_lib.splitstats import (authors_split_dir, gap_share_interval, leakage, minilm_embedder, question_kind,
+                                      question_mix, reference_accuracies, split_statistics)
 
 AUTHORS = authors_split_dir()
 
@@ -52,6 +52,18 @@ def test_split_statistics_hold_every_row_and_the_gap_share():
         100 * (stats["question-only prior (%)"] - lo) / (hi - lo))
 
 
+def test_the_question_mix_follows_its_rule_in_order():
+    assert [question_kind(q) for q in ("How many red stars?", "What colour is the star?", "What color is the "
+                                       "one how many?", "Where is the boat?", "What is left of the boat?",
+                                       "  WHERE is it?", "How many colors?")] == \
+        ["count", "colour", "count", "where", "other", "where", "count"]
+    mix = question_mix(toy_split())   # train: a colour and a count task; test: one colour task
+    assert mix["question mix, meta-train: colour (%)"] == 50 and mix["question mix, meta-train: count (%)"] == 50
+    assert mix["question mix, meta-test: colour (%)"] == 100 and mix["question mix, all: other (%)"] == 0
+    assert mix["question mix, all: colour (%)"] == pytest.approx(200 / 3)
+    assert mix == {k: v for k, v in split_statistics(toy_split()).items() if k.startswith("question mix")}
+
+
 def test_the_gap_share_interval_is_a_point_for_identical_tasks_and_brackets_the_share_otherwise():
     same = {"question-only prior": [30.0] * 8, "global answer prior": [20.0] * 8, "support majority": [40.0] * 8}
     assert gap_share_interval(same) == pytest.approx((50.0, 50.0))
@@ -85,6 +97,9 @@ def test_the_authors_split_loads_with_the_papers_statistics_and_a_prompt_per_que
     assert stats["chance (%)"] == pytest.approx(16.1, abs=0.05)
     assert stats["global answer prior (%)"] == pytest.approx(24.4, abs=0.05)
     assert stats["support majority (%)"] == pytest.approx(33.8, abs=0.2)
+    # the real benchmark's question mix: a quarter count, a quarter colour, 5% where
+    mix = [stats[f"question mix, all: {kind} (%)"] for kind in ("count", "colour", "where", "other")]
+    assert mix == pytest.approx([25.34, 25.18, 5.07, 44.41], abs=0.01)
 
 
 def test_the_question_only_prior_on_the_authors_split(authors_split):
