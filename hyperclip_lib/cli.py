@@ -4,6 +4,8 @@
     hyperclip build-world --out DIR [--profile quick] [--set world.n_images=500]
     hyperclip prepare [--profile quick] [--set key=value ...]
     hyperclip train-world-clip [--profile quick] [--out DIR] [--set key=value ...]
+    hyperclip extract-features --vqa-root ROOT [--meta-dir DIR] --model M --pretrained P --out FILE.npz
+                               [--device cuda] [--no-texts]
     hyperclip split-stats META_DIR [META_DIR ...] [--no-text]
     hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
                             [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
@@ -20,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from . import numerics
 from .batch import execute, plan_run, write_summary
 from .calibration import calibrate, summarize
@@ -30,7 +34,10 @@ from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa,
 from .report import write_report
 from .runlock import RunFolderBusy
 from .splitstats import minilm_embedder, split_statistics
-from .stages.data import SHIPPED, prepare, train_world_clip_into, world_clip_config
+from .encoders import open_clip_encoder
+from .features import FeatureFile
+from .stages.data import (SHIPPED, ensure_data, image_paths, prepare, split_texts, train_world_clip_into,
+                          world_clip_config)
 from .store import ArtifactStore, config_hash, file_sha256
 from .world import generate_world
 
@@ -89,6 +96,28 @@ def cmd_train_world_clip(args) -> int:
     folder = train_world_clip_into(cfg, store)
     print(f"world CLIP ({args.profile}) in {folder} after {time.perf_counter() - t0:.0f} s; key "
           f"{config_hash(world_clip_config(cfg))}; model.pt SHA-256 {file_sha256(folder / 'model.pt')}")
+    return 0
+
+
+def cmd_extract_features(args) -> int:
+    """Encode every image of a Meta-VQA split (and, unless --no-texts, its questions and answer prompts) with an
+    open_clip model into one features file, for `--set data.image_features=FILE` on another machine."""
+    cfg = get_config(args.profile, {**parse_overrides(args.overrides), "data.vqa_root": args.vqa_root,
+                                    "data.meta_dir": args.meta_dir, "encoder.backend": "open_clip"})
+    numerics.apply(cfg.compute.threads)
+    data = ensure_data(cfg)
+    encoder = open_clip_encoder(args.model, None if args.pretrained.lower() == "none" else args.pretrained,
+                                args.device, args.batch_size)
+    names = data.split.image_names()
+    features = encoder.encode_images(image_paths(data), progress=True)
+    texts: list[str] = []
+    if not args.no_texts:
+        questions, prompts = split_texts(cfg, data)
+        texts = list(dict.fromkeys(questions + [p for q in questions for p in prompts[q]]))
+    embeddings = encoder.encode_texts(texts, progress=True) if texts else torch.empty(0, features.shape[1])
+    path = FeatureFile(encoder.name, names, features, texts, embeddings).save(args.out)
+    print(f"wrote {path}: {len(names)} images and {len(texts)} texts, width {features.shape[1]}, "
+          f"encoder {encoder.name}")
     return 0
 
 
@@ -183,6 +212,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="artifact store root (default hyperclip_lib/assets)")
     _add_config_args(p)
     p.set_defaults(func=cmd_train_world_clip)
+
+    p = sub.add_parser("extract-features", help="encode a Meta-VQA split's images (and texts) with an open_clip "
+                       "model into one features file (data.image_features)")
+    p.add_argument("--vqa-root", required=True, help="VQA v2 folder (Questions/, Annotations/, Images/mscoco/)")
+    p.add_argument("--meta-dir", default=None, help="a released meta_train.json / meta_test.json folder "
+                   "(default: the split the builder makes from --vqa-root)")
+    p.add_argument("--model", required=True, help="open_clip model name, e.g. ViT-L-14-336")
+    p.add_argument("--pretrained", required=True, help="open_clip pretrained tag (e.g. openai), a local "
+                   "checkpoint file, or none")
+    p.add_argument("--out", required=True, help="the features file to write (.npz)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--no-texts", action="store_true", help="image features only (texts then come from the "
+                   "encoder's text tower where the file is used)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_extract_features)
 
     p = sub.add_parser("split-stats", help="label-only statistics of Meta-VQA splits (folders holding "
                        "meta_train.json / meta_test.json), side by side")

@@ -59,6 +59,8 @@ class WorldClipConfig:
 class DataConfig:
     vqa_root: str | None = None   # a VQA v2 folder; None builds and uses the Shapes world
     meta_dir: str | None = None   # a folder holding released meta_train.json / meta_test.json
+    image_features: str | None = None  # a features file (`hyperclip extract-features`): image features made
+                                  # elsewhere by encoder.model / encoder.pretrained; no image is read
     split_seed: int = 2021        # the authors' seed for every Meta-VQA split
 
 
@@ -67,7 +69,7 @@ class EncoderConfig:
     backend: str = "auto"         # "auto": world CLIP for the world, open_clip for real VQA
     model: str = "ViT-L-14-336"   # open_clip model name (paper: ViT-L-14-336)
     pretrained: str | None = "openai"  # a pretrained tag or a local checkpoint path
-    device: str = "cpu"
+    device: str = "auto"          # "auto": CUDA when torch sees a GPU, else the CPU (resolve_device)
     batch_size: int = 128
     prompt_template: str = "a photo of {}."  # used when the data has no per-question template
 
@@ -104,7 +106,7 @@ class BaseModelConfig:
     curve_points: int = 10            # meta-test zero-shot checks along training, for the curves
     descriptor_fraction: float = 1.0  # share of training tasks whose question conditional methods may see
     seed: int = 0
-    device: str = "cpu"               # where meta-training runs ("cuda" for `paper`)
+    device: str = "auto"              # where meta-training runs; "auto": CUDA when there is a GPU, else the CPU
 
 
 @dataclass(frozen=True)
@@ -303,13 +305,24 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     return cfg
 
 
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; any other name as given."""
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def get_config(profile: str = "quick", overrides: Mapping[str, Any] | None = None, **kw: Any) -> Config:
     """The named profile with overrides applied; keyword arguments are overrides too
-    (``data__vqa_root="/data/vqa"`` is ``{"data.vqa_root": "/data/vqa"}``)."""
+    (``data__vqa_root="/data/vqa"`` is ``{"data.vqa_root": "/data/vqa"}``). Devices left at "auto" are resolved
+    here, so a config (and its hash, keys and records) names the device that computes it."""
     cfg = with_overrides(Config(profile=profile), _profile_overrides(profile))
     merged = dict(overrides or {})
     merged.update({k.replace("__", "."): v for k, v in kw.items()})
-    return with_overrides(cfg, merged)
+    cfg = with_overrides(cfg, merged)
+    return with_overrides(cfg, {"encoder.device": resolve_device(cfg.encoder.device),
+                                "base.device": resolve_device(cfg.base.device)})
 
 
 def default_seeds(profile: str) -> list[int]:

@@ -76,16 +76,28 @@ class Encoder:
         return im if isinstance(im, Image.Image) else Image.open(im).convert("RGB")
 
 
+def open_clip_identity(model_name: str, pretrained: str | None) -> tuple[str, dict]:
+    """(name, config) that identify an open_clip encoder, without loading it: a checkpoint file by its content."""
+    pretrained_id = pretrained
+    if pretrained and os.path.exists(pretrained):
+        pretrained_id = "sha256:" + file_sha256(Path(pretrained))
+    return (f"open_clip:{model_name}:{pretrained_id}",
+            {"backend": "open_clip", "model": model_name, "pretrained": pretrained_id})
+
+
+def open_clip_width(model_name: str) -> int | None:
+    """The embedding width of a registered open_clip model, read from its config (None if unknown)."""
+    config = open_clip.get_model_config(model_name)
+    return int(config["embed_dim"]) if config and "embed_dim" in config else None
+
+
 def open_clip_encoder(model_name: str, pretrained: str | None, device: str = "cpu", batch_size: int = 128
                       ) -> Encoder:
     """An open_clip model by name; `pretrained` is a tag (downloads only if the user asked) or a local file."""
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
     tokenizer = open_clip.get_tokenizer(model_name)
-    pretrained_id = pretrained
-    if pretrained and os.path.exists(pretrained):   # a checkpoint file: identify it by content, not path
-        pretrained_id = "sha256:" + file_sha256(Path(pretrained))
-    config = {"backend": "open_clip", "model": model_name, "pretrained": pretrained_id}
-    return Encoder(model, preprocess, tokenizer, f"open_clip:{model_name}:{pretrained_id}", config, device, batch_size)
+    name, config = open_clip_identity(model_name, pretrained)
+    return Encoder(model, preprocess, tokenizer, name, config, device, batch_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,3 +140,84 @@ def test_a_vqa_folder_with_an_open_clip_model_goes_through_the_whole_pipeline(ti
     assert torch.equal(again.image_features, features.image_features)
     with pytest.raises(FeatureMismatchError, match="expects dimension 256"):
         features.require(dim=256)
+
+
+@pytest.fixture(scope="module")
+def small_vqa(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small_vqa")
+    generate_world(get_config("ci", {"world.n_images": 150, "world.max_per_question": 200}).world, root / "vqa")
+    return root / "vqa"
+
+
+def _extract(vqa, model, out, *extra):
+    from hyperclip_lib.cli import main
+    torch.manual_seed(0)   # the tiny model's random initialisation
+    return main(["extract-features", "--vqa-root", str(vqa), "--model", model, "--pretrained", "none",
+                 "--out", str(out), "--profile", "ci", *extra])
+
+
+def test_a_features_file_made_elsewhere_gives_the_features_encoding_here_gives(tiny_open_clip, small_vqa, tmp_path,
+                                                                                monkeypatch):
+    """`hyperclip extract-features` writes the split's image features and texts with the encoder's name; a config
+    pointing data.image_features at it reads no image and loads no encoder, and gets the same FeatureStore."""
+    monkeypatch.setenv("HYPERCLIP_HOME", str(tmp_path / "home"))
+    assert _extract(small_vqa, tiny_open_clip, tmp_path / "feats.npz") == 0
+    cfg = get_config("ci", {"data.vqa_root": str(small_vqa), "encoder.model": tiny_open_clip, "encoder.pretrained": "none"})
+    store = ArtifactStore(tmp_path / "artifacts")
+    data = ensure_data(cfg, store)
+    torch.manual_seed(0)
+    encoded = ensure_features(cfg, store, data)
+    from_file = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_features=str(tmp_path / "feats.npz")))
+    monkeypatch.setattr("hyperclip_lib.stages.data.load_encoder", lambda *a: pytest.fail("loaded an encoder"))
+    monkeypatch.setattr("hyperclip_lib.stages.data.find_image", lambda *a: pytest.fail("read an image"))
+    read = ensure_features(from_file, store, data)
+    assert read.encoder == encoded.encoder and read.image_names == encoded.image_names
+    assert torch.allclose(read.image_features, encoded.image_features, atol=1e-6)
+    assert torch.allclose(read.question_embeddings, encoded.question_embeddings, atol=1e-6)
+    q = data.split.test[0].question
+    assert torch.allclose(read.answer_embeddings[q], encoded.answer_embeddings[q], atol=1e-6)
+
+
+def _broken(path, out, **change):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(change)
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: {"image_names": a["image_names"][1:], "image_features": a["image_features"][1:]},
+     r"1 of the split's \d+ images have no features \(first: COCO_"),
+    (lambda a: {"image_features": a["image_features"][:, :16]}, "features of width 16; encoder .* gives 32"),
+    (lambda a: {"image_features": np.where(np.arange(len(a["image_names"]))[:, None] == 3, np.nan,
+                                           a["image_features"])}, r"the features of image 'COCO_.*' hold NaN"),
+    (lambda a: {"image_names": np.concatenate([a["image_names"][:1], a["image_names"][:-1]])},
+     r"image 'COCO_.*' appears more than once"),
+    (lambda a: {"encoder": np.array("open_clip:ViT-B-32:openai")}, "made by encoder 'open_clip:ViT-B-32:openai'"),
+    (lambda a: {"image_features": a["image_features"][:5]}, r"image_features has shape \(5, 32\)"),
+])
+def test_a_malformed_features_file_is_named_and_nothing_is_cached(tiny_open_clip, small_vqa, tmp_path, monkeypatch,
+                                                                  change, message):
+    from hyperclip_lib.features import FeatureFileError
+    monkeypatch.setenv("HYPERCLIP_HOME", str(tmp_path / "home"))
+    assert _extract(small_vqa, tiny_open_clip, tmp_path / "good.npz", "--no-texts") == 0
+    with np.load(tmp_path / "good.npz") as z:
+        bad = _broken(tmp_path / "good.npz", tmp_path / "bad.npz", **change({k: z[k] for k in z.files}))
+    cfg = get_config("ci", {"data.vqa_root": str(small_vqa), "encoder.model": tiny_open_clip,
+                            "encoder.pretrained": "none", "data.image_features": str(bad)})
+    store = ArtifactStore(tmp_path / "artifacts")
+    with pytest.raises(FeatureFileError, match=message) as error:
+        ensure_features(cfg, store, ensure_data(cfg, store))
+    assert str(bad) in str(error.value)
+    assert not any((tmp_path / "artifacts" / "features").iterdir())   # no half-built artifact left
+
+
+def test_a_features_file_that_is_not_one_is_named(tmp_path):
+    from hyperclip_lib.features import FeatureFile, FeatureFileError
+    (tmp_path / "x.npz").write_bytes(b"not a zip")
+    with pytest.raises(FeatureFileError, match=r"x.npz: not a features file written by `hyperclip extract-features`"):
+        FeatureFile.load(tmp_path / "x.npz")
+    np.savez(tmp_path / "y.npz", image_names=np.array(["a"]))
+    with pytest.raises(FeatureFileError, match=r"y.npz: field 'encoder' missing"):
+        FeatureFile.load(tmp_path / "y.npz")

@@ -129,3 +129,15 @@ def test_bad_overrides_are_named(overrides, message):
         get_config("quick", overrides)
     with pytest.raises(ValueError, match="unknown profile"):
         get_config("huge")
+
+
+def test_devices_default_to_a_gpu_when_torch_sees_one_and_configs_name_the_one_resolved(monkeypatch):
+    import torch
+    for profile in ("ci", "quick", "paper"):   # no GPU here
+        cfg = get_config(profile)
+        assert (cfg.encoder.device, cfg.base.device) == ("cpu", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = get_config("paper")
+    assert (cfg.encoder.device, cfg.base.device) == ("cuda", "cuda")
+    assert get_config("paper", {"base.device": "cpu"}).base.device == "cpu"   # an explicit device stays
+    assert get_config("paper", {"encoder.device": "cuda:1"}).encoder.device == "cuda:1"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+
+import torch
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import encoders
 from ..config import Config
-from ..features import FeatureStore
+from ..features import FeatureFile, FeatureFileError, FeatureStore
 from ..metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
                        load_meta_vqa, prompt_file, question_file, read_json, write_meta_vqa)
 from ..store import ArtifactError, ArtifactStore, config_hash, file_sha256
@@ -134,41 +136,81 @@ def answer_prompts(question: str, answers, templates: dict[str, str], default: s
 
 
 def features_key(cfg: Config, data: Data) -> dict:
-    """What the features depend on: the data, the encoder and the prompt template."""
+    """What the features depend on: the data, the encoder, a features file's content and the prompt template."""
     backend = encoder_backend(cfg)
     enc_key = (world_clip_config(cfg) if backend == "world_clip"
                else {"model": cfg.encoder.model, "pretrained": cfg.encoder.pretrained})
+    if cfg.data.image_features is not None:
+        enc_key = {**enc_key, "image_features": content_key([feature_file_path(cfg)])}
     return stage_key("features", data=data.source, encoder={backend: enc_key},
                      prompt_template=cfg.encoder.prompt_template)
 
 
+def feature_file_path(cfg: Config) -> Path:
+    path = Path(cfg.data.image_features).expanduser().resolve()
+    if encoder_backend(cfg) != "open_clip":
+        raise FeatureFileError(f"data.image_features ({path}) needs an open_clip encoder (real VQA: set "
+                               "data.vqa_root or data.meta_dir, and encoder.model / encoder.pretrained)")
+    if not path.exists():
+        raise FeatureFileError(f"data.image_features: {path}: features file not found")
+    return path
+
+
+def image_paths(data: Data) -> list[Path]:
+    """The image file of every image the split uses, in `split.image_names()` order."""
+    paths = []
+    for n in data.split.image_names():
+        p = find_image(data.vqa_root, n)
+        if p is None:
+            raise MetaVQAError(f"{data.vqa_root}/Images/mscoco: image {n}(.jpg|.png) not found")
+        paths.append(p)
+    return paths
+
+
+def split_texts(cfg: Config, data: Data) -> tuple[list[str], dict[str, list[str]]]:
+    """The split's questions, and each question's answer prompts (one per answer, in the task's order)."""
+    tasks = data.split.all_tasks()
+    return [t.question for t in tasks], {
+        t.question: answer_prompts(t.question, t.answers, data.templates, cfg.encoder.prompt_template) for t in tasks}
+
+
+def load_feature_file(cfg: Config, data: Data) -> FeatureFile:
+    """The config's features file, checked against its encoder (name, width) and the split's images."""
+    from ..encoders import open_clip_identity, open_clip_width
+    name, _ = open_clip_identity(cfg.encoder.model, cfg.encoder.pretrained)
+    return FeatureFile.load(feature_file_path(cfg), encoder=name, dim=open_clip_width(cfg.encoder.model),
+                            images=data.split.image_names())
+
+
 def ensure_features(cfg: Config, store: ArtifactStore | None = None, data: Data | None = None) -> FeatureStore:
+    """Image features (encoded here, or read from `data.image_features`), question and answer-prompt
+    embeddings (the encoder's text tower, or the features file when it holds every one of them)."""
     store = store or ArtifactStore()
     data = data or ensure_data(cfg, store)
     key = features_key(cfg, data)
 
     def build(folder: Path) -> None:
-        enc = load_encoder(cfg, store)
         names = data.split.image_names()
-        paths = []
-        for n in names:
-            p = find_image(data.vqa_root, n)
-            if p is None:
-                raise MetaVQAError(f"{data.vqa_root}/Images/mscoco: image {n}(.jpg|.png) not found")
-            paths.append(p)
-        image_features = enc.encode_images(paths, progress=True)
-        tasks = data.split.all_tasks()
-        questions = [t.question for t in tasks]
-        prompts = {t.question: answer_prompts(t.question, t.answers, data.templates, cfg.encoder.prompt_template)
-                   for t in tasks}
-        flat = [p for t in tasks for p in prompts[t.question]]
-        flat_emb = enc.encode_texts(flat, progress=True)
+        questions, prompts = split_texts(cfg, data)
+        flat = [p for q in questions for p in prompts[q]]
+        file = load_feature_file(cfg, data) if cfg.data.image_features is not None else None
+        texts = file.text_lookup(questions + flat) if file is not None else None
+        if texts is None:
+            enc = load_encoder(cfg, store)
+            texts = torch.cat([enc.encode_texts(questions), enc.encode_texts(flat, progress=True)])
+            identity = enc.identity
+        else:   # every text is in the file: the encoder is never loaded
+            name, config = encoders.open_clip_identity(cfg.encoder.model, cfg.encoder.pretrained)
+            identity = {"name": name, "config_hash": config_hash(config), "dim": int(texts.shape[1])}
+        image_features = file.images(names) if file is not None else enc.encode_images(image_paths(data), progress=True)
+        question_embeddings, flat_emb = texts[:len(questions)], texts[len(questions):]
         answer_embeddings, i = {}, 0
-        for t in tasks:
-            answer_embeddings[t.question] = flat_emb[i:i + len(t.answers)].clone()
-            i += len(t.answers)
-        FeatureStore(enc.identity, names, image_features, questions, enc.encode_texts(questions),
-                     {t.question: list(t.answers) for t in tasks}, prompts, answer_embeddings).save(folder)
+        for q in questions:
+            answer_embeddings[q] = flat_emb[i:i + len(prompts[q])].clone()
+            i += len(prompts[q])
+        FeatureStore(identity, names, image_features, questions, question_embeddings,
+                     {t.question: list(t.answers) for t in data.split.all_tasks()}, prompts,
+                     answer_embeddings).save(folder)
 
     return FeatureStore.load(store.ensure("features", key, build))
 
