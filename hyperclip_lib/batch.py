@@ -30,6 +30,7 @@ from pathlib import Path
 from . import numerics
 from .analysis import results_tables
 from .config import default_seeds, get_config
+from .papermill_cli import PEAK_MEMORY
 from .records import load_records, stage_times
 from .runlock import RunFolder
 from .store import atomic_write_bytes, atomic_write_json, file_sha256
@@ -292,11 +293,22 @@ class LocalExecutor:
         pool.shutdown()
 
 
+def peak_memory_mib(run: Run, job: Job) -> int | None:
+    """The peak resident memory of the job's last kernel, as papermill_cli logged it (None if not logged)."""
+    try:
+        lines = (run.out / "logs" / f"{job.name}.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [line for line in lines if line.startswith(PEAK_MEMORY)]
+    return int(found[-1].split()[-2]) if found else None
+
+
 def _note_result(run: Run, status: dict, job: Job, seconds: float, rc: int, log, engine_error: str = "") -> None:
     if rc == 0:
         status[job.name] = "done"
         run.failures.pop(job.name, None)
         run.finished[job.name] = {"fingerprint": job.fingerprint(), "seconds": round(seconds, 1),
+                                  "peak_mib": peak_memory_mib(run, job),
                                   "at": datetime.datetime.now().isoformat(timespec="seconds")}
         _save_progress(run)
         log(f"[done] {job.name} in {seconds / 60:.1f} min")
@@ -339,12 +351,15 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
-def status_rows(run: Run, status: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(job, its status in this invocation, minutes of its latest successful execution or '') per job."""
+def status_rows(run: Run, status: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """(job, its status in this invocation, minutes and peak memory (MiB) of its kernel in its latest successful
+    execution, or '') per job."""
     rows = []
     for job in run.jobs:
-        seconds = run.finished.get(job.name, {}).get("seconds")
-        rows.append((job.name, status.get(job.name, "?"), "" if seconds is None else f"{seconds / 60:.1f}"))
+        entry = run.finished.get(job.name, {})
+        seconds, peak = entry.get("seconds"), entry.get("peak_mib")
+        rows.append((job.name, status.get(job.name, "?"), "" if seconds is None else f"{seconds / 60:.1f}",
+                     "" if peak is None else str(peak)))
     return rows
 
 
@@ -353,8 +368,8 @@ def write_summary(run: Run, status: dict[str, str], wall_s: float) -> Path:
     and Tables 1 and 4 from the run's records."""
     lines = [f"# Run `{run.out}` ({run.profile} profile)", "", f"Command: `{run.command}`", "",
              f"Finished {datetime.datetime.now().isoformat(timespec='seconds')}; this invocation took "
-             f"{wall_s / 60:.1f} min.", "", "| notebook | status | minutes |", "|---|---|---|"]
-    lines += [f"| {name} | {state} | {minutes} |" for name, state, minutes in status_rows(run, status)]
+             f"{wall_s / 60:.1f} min.", "", "| notebook | status | minutes | peak MiB |", "|---|---|---|---|"]
+    lines += [f"| {name} | {state} | {minutes} | {peak} |" for name, state, minutes, peak in status_rows(run, status)]
     total = sum(run.finished.get(j.name, {}).get("seconds", 0) for j in run.jobs)
     lines += ["", f"Sum of the notebook times above (each from its latest execution; a cached stage costs little): "
               f"{total / 60:.1f} min.", ""]

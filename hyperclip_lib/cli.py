@@ -7,6 +7,7 @@
     hyperclip extract-features --vqa-root ROOT [--meta-dir DIR] --model M --pretrained P --out FILE.npz
                                [--device cuda] [--no-texts]
     hyperclip split-stats META_DIR [META_DIR ...] [--no-text]
+    hyperclip rehearse-real [--out runs/rehearsal] [--meta-dir DIR] [--tasks N] [--profile paper] [--set ...]
     hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
                             [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
                             [--executor local|ray|slurm|submitit-local] [--cpus-per-job N] [--gpus-per-job G]
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import numerics
-from .batch import execute, plan_run, write_summary
+from .batch import execute, plan_run, status_rows, write_summary
 from .calibration import calibrate, summarize
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
 from .executors import EXECUTORS, make_executor
@@ -186,6 +187,46 @@ def cmd_run_notebooks(args) -> int:
     return 0
 
 
+def cmd_rehearse_real(args) -> int:
+    """Every notebook on the authors' real split with stand-in features (rehearsal.py); prints each notebook's
+    time and peak memory, the time per stage, and whether every record is well-formed."""
+    from .rehearsal import BUDGET, check_records, prepare
+    from .records import load_records, stage_times
+    from .splitstats import authors_split_dir
+    meta_dir = Path(args.meta_dir) if args.meta_dir else authors_split_dir()
+    if meta_dir is None:
+        raise ValueError("--meta-dir: the authors' split (shared/data/metavqa-authors) is not beside the "
+                         "repository; pass the folder holding meta_train.json / meta_test.json / prompt_meta.json")
+    out = Path(args.out).resolve()
+    os.environ.setdefault("HYPERCLIP_HOME", str(out / "artifacts"))
+    budget = BUDGET if args.profile == "paper" else {}
+    cfg = get_config(args.profile, parse_overrides(args.overrides))
+    overrides = {**budget, **prepare(out, meta_dir, args.tasks, prompt_template=cfg.encoder.prompt_template),
+                 **parse_overrides(args.overrides)}
+    run = plan_run(args.profile, out / "run", seeds=[0], fractions=[1.0], fig5b_fractions=[], overrides=overrides)
+    run.command = "hyperclip " + shlex.join(args.argv)
+    print(f"rehearsal in {out}: {len(run.jobs)} notebooks, profile {args.profile}, store {os.environ['HYPERCLIP_HOME']}",
+          flush=True)
+    start = time.perf_counter()
+    status = execute(run, jobs=1)
+    write_summary(run, status, time.perf_counter() - start)
+    write_report(run, status)
+    print(f"\n{'notebook':16s} {'status':8s} {'minutes':>8s} {'peak MiB':>9s}")
+    for name, state, minutes, peak in status_rows(run, status):
+        print(f"{name:16s} {state:8s} {minutes:>8s} {peak:>9s}")
+    records = load_records(out / "run" / "records") if (out / "run" / "records").exists() else []
+    print("\ntime per stage (minutes):\n" + stage_times(records).to_string(index=False) if records else "\nno records")
+    n_test = len(load_meta_vqa(out / "meta")[1])
+    problems = check_records(records, n_test) if records else ["no records were written"]
+    print(f"\n{len(records)} records" + (": every one well-formed" if not problems else "; problems:"))
+    for problem in problems:
+        print(f"  {problem}")
+    failed = [name for name, s in status.items() if s in ("failed", "not run")]
+    print(f"total {(time.perf_counter() - start) / 60:.1f} min; accuracies on stand-in features mean nothing and "
+          "are not reported")
+    return 1 if failed or problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hyperclip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("meta_dirs", nargs="+", metavar="META_DIR")
     p.add_argument("--no-text", action="store_true", help="leave out the rows that need MiniLM question embeddings")
     p.set_defaults(func=cmd_split_stats)
+
+    p = sub.add_parser("rehearse-real", help="every notebook on the authors' real split with stand-in features: "
+                       "time, peak memory, well-formed records (hyperclip_lib/rehearsal.py)")
+    p.add_argument("--out", default="runs/rehearsal", help="folder for its inputs, run and artifacts")
+    p.add_argument("--meta-dir", default=None, help="the split (default: the authors' beside the repository)")
+    p.add_argument("--tasks", type=int, default=None, help="only the first N meta-train tasks (and 30%% as many "
+                   "meta-test tasks): a small rehearsal")
+    p.add_argument("--profile", default="paper", choices=PROFILES)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_rehearse_real)
 
     p = sub.add_parser("run-notebooks", help="execute every notebook with papermill into a run folder (resumable)")
     _add_config_args(p)

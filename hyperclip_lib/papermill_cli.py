@@ -10,6 +10,8 @@ is unchanged.
 """
 from __future__ import annotations
 
+import atexit
+import resource
 import time
 from queue import Empty
 
@@ -29,7 +31,15 @@ async def _get_msg_in_slices(self, timeout: float | None = None) -> dict:
 
 
 AsyncZMQSocketChannel.get_msg = _get_msg_in_slices
+PEAK_MEMORY = "[peak-memory] kernel"
+
+
+def _report_peak_memory() -> None:
+    """The notebook's peak resident memory: its kernel is this process's child, reaped once it shut down."""
+    print(f"{PEAK_MEMORY} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB", flush=True)
+
 
 if __name__ == "__main__":
+    atexit.register(_report_peak_memory)
     from papermill.cli import papermill
     papermill(prog_name="papermill")

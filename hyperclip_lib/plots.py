@@ -39,7 +39,11 @@ def task_grid(vqa_root: Path, task: Task, n: int = 8, part: str = "support"):
     samples = interleaved[:n]
     fig, axes = plt.subplots(1, len(samples), figsize=(1.6 * len(samples), 2.1), squeeze=False)
     for ax, (img, answer) in zip(axes[0], samples):
-        ax.imshow(Image.open(find_image(vqa_root, img)))
+        path = find_image(vqa_root, img)
+        if path is None:   # features read from a file (data.image_features): the images need not be here
+            ax.text(0.5, 0.5, "image\nnot here", ha="center", va="center", fontsize=8, color="grey")
+        else:
+            ax.imshow(Image.open(path))
         ax.set_title(answer, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{task.question}   answers: {', '.join(task.answers)}", fontsize=10, y=1.02)

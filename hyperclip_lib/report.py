@@ -44,8 +44,9 @@ def write_report(run: Run, status: dict[str, str]) -> Path:
     parts = [f"<h1>Run <code>{html.escape(str(run.out))}</code> ({html.escape(run.profile)} profile)</h1>",
              f"<p>Command: <code>{html.escape(run.command)}</code><br>Report written "
              f"{datetime.datetime.now().isoformat(timespec='seconds')}</p>",
-             "<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>minutes</th><th>executed file</th></tr>"]
-    for name, state, minutes in status_rows(run, status):
+             "<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>minutes</th><th>peak MiB</th>"
+             "<th>executed file</th></tr>"]
+    for name, state, minutes, peak in status_rows(run, status):
         notebook = executed_notebook(run, name)
         shown, executed = html.escape(name), ""
         if notebook is not None:
@@ -55,7 +56,7 @@ def write_report(run: Run, status: dict[str, str]) -> Path:
             shown = f'<a href="notebooks/{name}.html">{shown}</a>'
             executed = f'<a href="../notebooks/{notebook.name}">{html.escape(notebook.name)}</a>'
         css = ' class="failed"' if state in ("failed", "not run") else ""
-        parts.append(f"<tr><td>{shown}</td><td{css}>{html.escape(state)}</td><td>{minutes}</td>"
+        parts.append(f"<tr><td>{shown}</td><td{css}>{html.escape(state)}</td><td>{minutes}</td><td>{peak}</td>"
                      f"<td>{executed}</td></tr>")
     parts.append("</table>")
     if run.failures:

@@ -184,6 +184,7 @@ def test_a_notebook_computes_with_its_configs_threads_and_pinned_cpu_paths_whate
     printed = json.loads((run.out / "notebooks" / "probe.ipynb").read_text())["cells"][0]["outputs"][0]["text"]
     identity = json.loads("".join(printed).split("IDENTITY ", 1)[1])
     assert identity == {"threads": 3, "cpu_capability": "AVX2", "mkl_cbwr": "COMPATIBLE", "onednn": False}
+    assert 50 < batch.peak_memory_mib(run, job) < 4000   # its kernel's peak resident memory, as logged
     with pytest.raises(ValueError, match="compute.threads: expected 1 or more"):
         plan_run("ci", tmp_path / "bad", overrides={"compute.threads": 0})
 
@@ -248,6 +249,7 @@ def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tm
     assert a["hnet-hyperclip-guidance_seed0_q100.json"]["compute"]["guidance"]["threads"] == 1
     summary = (run_a / "summary.md").read_text()
     assert "Table 1 (ci)" in summary and "| 06_analysis | done |" in summary
+    assert re.search(r"\| 01_dataset \| done \| [\d.]+ \| \d{3,} \|", summary)   # minutes, peak MiB
     assert "## Time per stage" in summary and "| hyperldm | sample_s | 2 |" in summary   # HNet's and HVAE's
     assert (run_a / "figures" / "06_fig5a_gamma_ci.png").stat().st_size > 0
     index = (run_a / "report" / "index.html").read_text()   # the browsable report: tables, figures, notebooks

@@ -67,7 +67,7 @@ def test_keys_of_numeric_stages_carry_the_settings_and_records_read_them_per_sta
 
 
 def test_the_shipped_world_clips_are_found_and_checked(one_thread, tmp_path, monkeypatch):
-    for profile in ("ci",):
+    for profile in ("ci", "quick"):
         path = data_stage.shipped_world_clip(get_config(profile))
         assert path is not None and (path / "model.pt").stat().st_size < 8 << 20
     cfg = get_config("ci")
