@@ -24,11 +24,13 @@ keys and records then say so.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 
 ATEN_CAPABILITY = "avx2"
 MKL_BRANCH = "COMPATIBLE"
+PINNED_PATHS = {"ATEN_CPU_CAPABILITY": ATEN_CAPABILITY, "MKL_CBWR": MKL_BRANCH}
 # mkl_service.h: the branch codes mkl_cbwr_get(MKL_CBWR_BRANCH) returns
 _MKL_BRANCHES = {0: "OFF", 1: "BRANCH_OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1",
                  8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1",
@@ -44,19 +46,17 @@ def native() -> bool:
 def pinned_environment(threads: int) -> dict[str, str]:
     """The environment a process computing records starts with (the batch gives it to every notebook)."""
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-    if not native():
-        env.update({"ATEN_CPU_CAPABILITY": ATEN_CAPABILITY, "MKL_CBWR": MKL_BRANCH})
-    return env
+    return {**env, **({} if native() else PINNED_PATHS)}
 
 
 def pin_cpu_paths() -> None:
     """Ask for the pinned ATen and MKL code paths. Takes effect only before the first torch kernel runs
     (`identity()` then reads back what is in effect); hyperclip_lib calls it when it is imported."""
     if not native():
-        os.environ["ATEN_CPU_CAPABILITY"] = ATEN_CAPABILITY
-        os.environ["MKL_CBWR"] = MKL_BRANCH
+        os.environ.update(PINNED_PATHS)
 
 
+@functools.cache
 def _mkl():
     import torch
     lib = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"

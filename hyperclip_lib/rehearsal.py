@@ -26,10 +26,12 @@ from .stages.data import answer_prompts
 
 STANDIN_MODEL, STANDIN_PRETRAINED = "ViT-L-14-336", "standin"   # the paper's encoder's name and width; no weights
 # The `paper` profile's sizes with its schedules cut to about an hour on a 2-core CPU: every Table 3 row one epoch,
-# the generators' and HyperCLIP's training a few passes, a HyperLDM of CPU widths (the 1.15 B-parameter one is the
-# GPU check's, benchmarks/gpu_check.py).
+# 5 few-shot and 10 ceiling steps instead of 50 (at 50, scoring one baseline took 8 min), the generators' and
+# HyperCLIP's training a few passes, a HyperLDM of CPU widths (the 1.15 B-parameter one is the GPU check's,
+# benchmarks/gpu_check.py).
 BUDGET = {**{f"{m}.epochs": 1 for m in ("multitask", "mnet_maml", "mnet_fomaml", "hnet_maml", "cond_multitask",
                                          "film", "cond_hnet_maml")},
+          "base.few_shot_steps": 5, "calibration.steps": 10,
           "generator.finetune_per_task": 2, "generator.hvae_epochs": 3, "hyperclip.epochs": 3,
           "ldm.width1": 512, "ldm.width2": 1024, "ldm.width3": 512, "ldm.steps": 200, "ldm.batch": 128,
           "ldm.samples_per_task": 1}

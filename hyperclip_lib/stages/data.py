@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-
-import torch
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from .. import encoders
 from ..config import Config
@@ -149,8 +149,9 @@ def features_key(cfg: Config, data: Data) -> dict:
 def feature_file_path(cfg: Config) -> Path:
     path = Path(cfg.data.image_features).expanduser().resolve()
     if encoder_backend(cfg) != "open_clip":
-        raise FeatureFileError(f"data.image_features ({path}) needs an open_clip encoder (real VQA: set "
-                               "data.vqa_root or data.meta_dir, and encoder.model / encoder.pretrained)")
+        raise FeatureFileError(f"data.image_features ({path}) needs real VQA and an open_clip encoder: set "
+                               "data.vqa_root (with data.meta_dir, a folder holding Annotations/prompt_meta.json "
+                               "is enough) and encoder.model / encoder.pretrained as the file was made")
     if not path.exists():
         raise FeatureFileError(f"data.image_features: {path}: features file not found")
     return path
@@ -176,9 +177,8 @@ def split_texts(cfg: Config, data: Data) -> tuple[list[str], dict[str, list[str]
 
 def load_feature_file(cfg: Config, data: Data) -> FeatureFile:
     """The config's features file, checked against its encoder (name, width) and the split's images."""
-    from ..encoders import open_clip_identity, open_clip_width
-    name, _ = open_clip_identity(cfg.encoder.model, cfg.encoder.pretrained)
-    return FeatureFile.load(feature_file_path(cfg), encoder=name, dim=open_clip_width(cfg.encoder.model),
+    name, _ = encoders.open_clip_identity(cfg.encoder.model, cfg.encoder.pretrained)
+    return FeatureFile.load(feature_file_path(cfg), encoder=name, dim=encoders.open_clip_width(cfg.encoder.model),
                             images=data.split.image_names())
 
 
