@@ -5,7 +5,7 @@ ratios. oneDNN is off in both.
 
     .venv/bin/python benchmarks/bench_numerics.py            # ends with `pinned / native: <ratio>x (geometric mean)`
 
-Workloads: a second-order MAML meta-batch of the MNet family (5 inner steps, quick's maximum; the MAML family
+Workloads: three second-order MAML meta-batches of the MNet family (5 inner steps, quick's maximum; the MAML family
 is most of a quick run's baselines), 20 HyperLDM training steps at quick's widths, 5 world-CLIP training steps
 (batch 256) and world-CLIP image encoding of 2,048 scenes (features).
 """
@@ -20,7 +20,7 @@ import time
 
 
 def workloads() -> dict[str, float]:
-    """Median seconds of each workload in this process (its settings: numerics.identity())."""
+    """Median seconds of each workload (7 repeats) in this process (its settings: numerics.identity())."""
     import statistics
 
     import torch
@@ -38,7 +38,7 @@ def workloads() -> dict[str, float]:
     numerics.apply(1)
     cfg = get_config("quick")
 
-    def median_s(fn, repeats: int = 3) -> float:
+    def median_s(fn, repeats: int = 7) -> float:
         fn()   # warm-up
         times = []
         for _ in range(repeats):
@@ -51,7 +51,9 @@ def workloads() -> dict[str, float]:
                          cfg.base.hnet_latent, "cpu")
     params = {k: v.requires_grad_(True) for k, v in family.init_params(torch.Generator().manual_seed(0)).items()}
     batch = synthetic_batch(cfg.base.meta_batch, cfg.base.samples_per_task, 256, 256, "cpu")
-    maml = lambda: meta_loss(family, params, batch, "maml", 5, cfg.mnet_maml.inner_lr).backward()
+    def maml():
+        for _ in range(3):
+            meta_loss(family, params, batch, "maml", 5, cfg.mnet_maml.inner_lr).backward()
 
     g = torch.Generator().manual_seed(0)
     latents, cond = torch.randn(2000, 64, generator=g), torch.randn(2000, 256, generator=g)
@@ -75,7 +77,7 @@ def workloads() -> dict[str, float]:
             for chunk in scenes.split(256):
                 clip.visual(chunk)
 
-    return {"MAML meta-batch": median_s(maml), "HyperLDM 20 steps": median_s(ldm),
+    return {"MAML 3 meta-batches": median_s(maml), "HyperLDM 20 steps": median_s(ldm),
             "world CLIP 5 steps": median_s(clip_steps), "features 2048 images": median_s(encode),
             "settings": numerics.identity()}
 
