@@ -6,7 +6,8 @@ cd "$(dirname "$0")"
 source scripts/setup.sh
 # No progress bars under nbval: a flood of iopub messages can outlast nbval's fixed 5-s wait for a
 # cell's last outputs on a busy machine.
-export HYPERCLIP_PROFILE=ci MPLBACKEND=Agg TQDM_DISABLE=1
+# CPU only, as on the machines CI runs on: devices default to auto, and a GPU would change every number.
+export HYPERCLIP_PROFILE=ci MPLBACKEND=Agg TQDM_DISABLE=1 CUDA_VISIBLE_DEVICES=""
 .venv/bin/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider "$@"
 if [ "${HYPERCLIP_SKIP_BROWSER:-0}" != 1 ]; then
   scripts/browser_check.sh

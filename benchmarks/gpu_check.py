@@ -7,7 +7,7 @@
 Stages: every Table 1 baseline (one epoch, scored zero- and few-shot), the fine-tuned sets of HNet and MNet
 (2 per task), the HVAE (2 epochs), CLIP_H (2 epochs) and guidance, and the paper-size HyperLDM (1.15 B
 parameters at `paper`: `--ldm-steps` training steps, then one sample per meta-test task with DDPM over all 350
-steps and with SDE-DPM-Solver++ at 20). Writes `gpu_check_<device>.txt` (the table) and `.json` to `--out`
+steps and with SDE-DPM-Solver++ at 20). Writes `gpu_check_<device>_<profile>.txt` (the table) and `.json` to `--out`
 (default benchmarks/results/). Accuracies on stand-in features mean nothing and are not written.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hyperclip_lib import numerics
 from hyperclip_lib.config import get_config
 from hyperclip_lib.models.families import RECIPES
 from hyperclip_lib.models.hyperldm import ldm_sampler, sample
-from hyperclip_lib.rehearsal import prepare
+from hyperclip_lib.rehearsal import ONE_EPOCH, prepare
 from hyperclip_lib.splitstats import authors_split_dir
 from hyperclip_lib.stages.baselines import run_baseline
 from hyperclip_lib.stages.data import ensure_data, ensure_features
@@ -37,9 +37,7 @@ from hyperclip_lib.store import ArtifactStore
 from hyperclip_lib.taskdata import TaskTensors
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BOUNDED = {**{f"{m}.epochs": 1 for m in ("multitask", "mnet_maml", "mnet_fomaml", "hnet_maml", "cond_multitask",
-                                         "film", "cond_hnet_maml")},
-           "generator.finetune_per_task": 2, "generator.hvae_epochs": 2, "hyperclip.epochs": 2}
+BOUNDED = {**ONE_EPOCH, "generator.finetune_per_task": 2, "generator.hvae_epochs": 2, "hyperclip.epochs": 2}
 
 
 class Meter:
@@ -87,8 +85,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "CPU"
     print(f"GPU check, profile {args.profile}, {name}, torch {torch.__version__}, inputs in {work}", flush=True)
 
-    data = meter("data + stand-in features", lambda: ensure_data(cfg, store))
-    features = ensure_features(cfg, store, data)
+    data = meter("data", lambda: ensure_data(cfg, store))
+    features = meter("features (from the stand-in file)", lambda: ensure_features(cfg, store, data))
     for method in RECIPES:
         meter(f"baseline: {method}", lambda: run_baseline(cfg, method, data, features, store),
               epochs=getattr(cfg, RECIPES[method].section).epochs)

@@ -72,6 +72,21 @@ class Run:
     threads: int = 1                               # every notebook's compute.threads (numerics.py)
 
 
+PATH_KEYS = ("data.vqa_root", "data.meta_dir", "data.image_features")
+
+
+def absolute_paths(overrides: dict) -> dict:
+    """Overrides with relative input paths made absolute from where the batch was started: the notebooks run
+    in notebooks/ (papermill --cwd), where `--set data.image_features=feats.npz` would name another file.
+    A local checkpoint given as encoder.pretrained counts when it exists here."""
+    out = dict(overrides)
+    for key, value in overrides.items():
+        if isinstance(value, str) and value.lower() not in ("", "none", "null") and (
+                key in PATH_KEYS or (key == "encoder.pretrained" and Path(value).exists())):
+            out[key] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def default_fractions(profile: str) -> tuple[list[float], list[float]]:
     """(Table 1's descriptor shares, Fig. 5B's extra shares); ci keeps to 100% to stay fast."""
     return ([1.0], []) if profile == "ci" else ([1.0, 0.5], [0.1])
@@ -104,7 +119,7 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
             raise ValueError(f"--fractions/--fig5b-fractions: descriptor shares must lie in (0, 1], got {f}")
     if not fractions:
         raise ValueError("--fractions: expected at least one descriptor share, e.g. 1.0")
-    common = {"profile": profile, "overrides": dict(overrides or {}),
+    common = {"profile": profile, "overrides": absolute_paths(overrides or {}),
               "results_dir": str((out / "records").resolve()), "figures_dir": str((out / "figures").resolve())}
     jobs = [Job("01_dataset", "01_dataset.ipynb", 0, dict(common))]
 
@@ -299,8 +314,13 @@ def peak_memory_mib(run: Run, job: Job) -> int | None:
         lines = (run.out / "logs" / f"{job.name}.log").read_text(errors="replace").splitlines()
     except OSError:
         return None
-    found = [line for line in lines if line.startswith(PEAK_MEMORY)]
-    return int(found[-1].split()[-2]) if found else None
+    for line in reversed(lines):
+        if line.startswith(PEAK_MEMORY):
+            try:
+                return int(line.split()[-2])
+            except (IndexError, ValueError):
+                return None
+    return None
 
 
 def _note_result(run: Run, status: dict, job: Job, seconds: float, rc: int, log, engine_error: str = "") -> None:

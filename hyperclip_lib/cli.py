@@ -37,7 +37,7 @@ from .runlock import RunFolderBusy
 from .splitstats import minilm_embedder, split_statistics
 from .encoders import open_clip_encoder
 from .features import FeatureFile
-from .stages.data import (SHIPPED, ensure_data, image_paths, prepare, split_texts, train_world_clip_into,
+from .stages.data import (SHIPPED, ensure_data, image_paths, prepare, texts_to_embed, train_world_clip_into,
                           world_clip_config)
 from .store import ArtifactStore, config_hash, file_sha256
 from .world import generate_world
@@ -108,13 +108,10 @@ def cmd_extract_features(args) -> int:
     numerics.apply(cfg.compute.threads)
     data = ensure_data(cfg)
     encoder = open_clip_encoder(args.model, None if args.pretrained.lower() == "none" else args.pretrained,
-                                args.device, args.batch_size)
+                                args.device or cfg.encoder.device, args.batch_size or cfg.encoder.batch_size)
     names = data.split.image_names()
     features = encoder.encode_images(image_paths(data), progress=True)
-    texts: list[str] = []
-    if not args.no_texts:
-        questions, prompts = split_texts(cfg, data)
-        texts = list(dict.fromkeys(questions + [p for q in questions for p in prompts[q]]))
+    texts = [] if args.no_texts else texts_to_embed(data.split, data.templates, cfg.encoder.prompt_template)
     embeddings = encoder.encode_texts(texts, progress=True) if texts else torch.empty(0, features.shape[1])
     path = FeatureFile(encoder.name, names, features, texts, embeddings).save(args.out)
     print(f"wrote {path}: {len(names)} images and {len(texts)} texts, width {features.shape[1]}, "
@@ -263,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", required=True, help="open_clip pretrained tag (e.g. openai), a local "
                    "checkpoint file, or none")
     p.add_argument("--out", required=True, help="the features file to write (.npz)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None, help="default: the config's encoder.device (auto: CUDA if there is a GPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the config's encoder.batch_size")
     p.add_argument("--no-texts", action="store_true", help="image features only (texts then come from the "
                    "encoder's text tower where the file is used)")
     _add_config_args(p)

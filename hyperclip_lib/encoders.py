@@ -184,9 +184,6 @@ class FrozenTextCache:
         return torch.stack([self.cache[t] for t in texts])
 
 
-WORLD_CLIP_FILES = ("model.pt", "history.json")
-
-
 def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) -> dict:
     """Train the vision tower (and text projection) contrastively on captions of fresh scenes.
 

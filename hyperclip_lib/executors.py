@@ -15,6 +15,7 @@ repository and its .venv at the same path, $HYPERCLIP_HOME and the run folder (d
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -96,7 +97,7 @@ class SubmititExecutor:
 
     def run_wave(self, run: Run, todo: list[Job], jobs: int, log, folder):
         import submitit
-        cpus = int(self.cpus_per_job or run.threads)
+        cpus = max(1, math.ceil(self.cpus_per_job or run.threads))   # SLURM allocates whole CPUs
         executor = submitit.AutoExecutor(folder=run.out / "logs" / "submitit", cluster=self.cluster)
         executor.update_parameters(name="hyperclip", cpus_per_task=cpus, gpus_per_node=self.gpus_per_job,
                                    slurm_array_parallelism=jobs, **self.parameters)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import platform
 from pathlib import Path
 
 ATEN_CAPABILITY = "avx2"
@@ -70,10 +71,12 @@ def _mkl():
 
 
 def mkl_branch() -> str:
-    """MKL's reproducibility branch in effect ('COMPATIBLE', 'AUTO', ...), 'none' without MKL."""
+    """MKL's reproducibility branch in effect ('COMPATIBLE', 'AUTO', ...); 'none' without MKL, 'unknown' when
+    torch has MKL but its branch cannot be read."""
+    import torch
     get = _mkl()
     if get is None:
-        return "none"
+        return "unknown" if torch.backends.mkl.is_available() else "none"
     code = get(_MKL_CBWR_BRANCH)
     return _MKL_BRANCHES.get(code, str(code))
 
@@ -92,13 +95,16 @@ def apply(threads: int) -> dict:
     torch.set_num_threads(check_threads(threads))
     torch.backends.mkldnn.enabled = False
     current = identity()
-    if not native() and (current["cpu_capability"] != ATEN_CAPABILITY.upper() or current["mkl_cbwr"] not in
-                         (MKL_BRANCH, "none")):
+    # The pinned paths exist on x86-64 only; elsewhere (Arm, Apple) records simply name the kernels that ran.
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if x86 and not native() and (current["cpu_capability"] != ATEN_CAPABILITY.upper()
+                                 or current["mkl_cbwr"] not in (MKL_BRANCH, "none")):
         raise RuntimeError(
             f"torch runs {current['cpu_capability']} kernels and MKL branch {current['mkl_cbwr']}, not the pinned "
-            f"{ATEN_CAPABILITY.upper()} / {MKL_BRANCH}: a torch computation ran before hyperclip_lib was imported. "
-            f"Import hyperclip_lib first, or start Python with ATEN_CPU_CAPABILITY={ATEN_CAPABILITY} "
-            f"MKL_CBWR={MKL_BRANCH} (HYPERCLIP_NATIVE_CPU=1 gives up reproducibility across CPUs instead)")
+            f"{ATEN_CAPABILITY.upper()} / {MKL_BRANCH}: either a torch computation ran before hyperclip_lib was "
+            f"imported (import hyperclip_lib first, or start Python with ATEN_CPU_CAPABILITY={ATEN_CAPABILITY} "
+            f"MKL_CBWR={MKL_BRANCH}) or this CPU lacks AVX2. HYPERCLIP_NATIVE_CPU=1 runs the CPU's own paths "
+            "instead, reproducible on that CPU only")
     return current
 
 
@@ -110,14 +116,16 @@ def identity() -> dict:
 
 
 def of_key(key, device: str | None = None) -> dict[str, dict]:
-    """How each stage behind a cache key was computed: {stage: its numeric settings}, read from the keys it
-    nests (each key holds the settings it was built under); `device` is added to the outermost stage's."""
+    """How each stage behind a cache key was computed: {stage: its numeric settings and, where its key names
+    one, its device}, read from the keys it nests (each holds the settings it was built under); `device` is
+    added to the outermost stage's."""
     found: dict[str, dict] = {}
 
     def walk(part):
         if isinstance(part, dict):
             if "stage" in part and "numerics" in part:
-                found.setdefault(part["stage"], dict(part["numerics"]))
+                found.setdefault(part["stage"], {**part["numerics"],
+                                                 **({"device": part["device"]} if "device" in part else {})})
             for value in part.values():
                 walk(value)
         elif isinstance(part, (list, tuple)):

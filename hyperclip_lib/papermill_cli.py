@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import resource
+import sys
 import time
 from queue import Empty
 
@@ -36,7 +37,8 @@ PEAK_MEMORY = "[peak-memory] kernel"
 
 def _report_peak_memory() -> None:
     """The notebook's peak resident memory: its kernel is this process's child, reaped once it shut down."""
-    print(f"{PEAK_MEMORY} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB", flush=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss   # KiB on Linux, bytes on macOS
+    print(f"{PEAK_MEMORY} {peak / (2 ** 20 if sys.platform == 'darwin' else 1024):.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,19 @@ from pathlib import Path
 
 import torch
 
+from .config import METHOD_SECTIONS
 from .encoders import open_clip_identity, open_clip_width
 from .features import FeatureFile
 from .metavqa import TaskSplit, load_meta_vqa, prompt_file, write_meta_vqa
-from .stages.data import answer_prompts
+from .stages.data import texts_to_embed
 
 STANDIN_MODEL, STANDIN_PRETRAINED = "ViT-L-14-336", "standin"   # the paper's encoder's name and width; no weights
 # The `paper` profile's sizes with its schedules cut to about an hour on a 2-core CPU: every Table 3 row one epoch,
 # 5 few-shot and 10 ceiling steps instead of 50 (at 50, scoring one baseline took 8 min), the generators' and
 # HyperCLIP's training a few passes, a HyperLDM of CPU widths (the 1.15 B-parameter one is the GPU check's,
 # benchmarks/gpu_check.py).
-BUDGET = {**{f"{m}.epochs": 1 for m in ("multitask", "mnet_maml", "mnet_fomaml", "hnet_maml", "cond_multitask",
-                                         "film", "cond_hnet_maml")},
-          "base.few_shot_steps": 5, "calibration.steps": 10,
+ONE_EPOCH = {f"{m}.epochs": 1 for m in METHOD_SECTIONS}
+BUDGET = {**ONE_EPOCH, "base.few_shot_steps": 5, "calibration.steps": 10,
           "generator.finetune_per_task": 2, "generator.hvae_epochs": 3, "hyperclip.epochs": 3,
           "ldm.width1": 512, "ldm.width2": 1024, "ldm.width3": 512, "ldm.steps": 200, "ldm.batch": 128,
           "ldm.samples_per_task": 1}
@@ -66,8 +66,7 @@ def prepare(out: Path, meta_dir: Path, tasks: int | None = None, model: str = ST
     split = TaskSplit.from_meta(meta_train, meta_test)
     width = open_clip_width(model)
     names = split.image_names()
-    texts = list(dict.fromkeys([t.question for t in split.all_tasks()] + [
-        p for t in split.all_tasks() for p in answer_prompts(t.question, t.answers, templates, prompt_template)]))
+    texts = texts_to_embed(split, templates, prompt_template)
     encoder, _ = open_clip_identity(model, STANDIN_PRETRAINED)
     FeatureFile(encoder, names, torch.stack([standin_vector(n, width) for n in names]), texts,
                 torch.stack([standin_vector(t, width) for t in texts])).save(out / "standin_features.npz")

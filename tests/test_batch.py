@@ -166,15 +166,29 @@ def test_resume_skips_finished_jobs_until_something_before_them_reruns(tmp_path)
     assert not is_done(run, run.jobs[-1])   # its executed notebook is gone
 
 
+def test_relative_input_paths_are_made_absolute_where_the_batch_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    run = plan_run("ci", tmp_path / "run", overrides={"data.image_features": "feats.npz", "data.meta_dir": "none",
+                                                      "encoder.pretrained": "ckpt.pt", "world.n_images": "300"})
+    given = run.jobs[0].parameters["overrides"]
+    assert given["data.image_features"] == str(tmp_path / "feats.npz") and given["data.meta_dir"] == "none"
+    assert given["encoder.pretrained"] == str(tmp_path / "ckpt.pt") and given["world.n_images"] == "300"
+    assert plan_run("ci", tmp_path / "r2", overrides={"encoder.pretrained": "openai"}).jobs[0].parameters[
+        "overrides"]["encoder.pretrained"] == "openai"   # a tag, not a file here
+
+
 def test_a_notebook_computes_with_its_configs_threads_and_pinned_cpu_paths_whatever_the_wave(tmp_path, monkeypatch):
-    """The kernel of a batch job runs compute.threads threads, ATen's AVX2 kernels and MKL's COMPATIBLE branch,
-    with oneDNN off, though the batch's own environment asks for more threads (numerics.py)."""
+    """The kernel of a batch job starts with compute.threads threads, ATen's AVX2 kernels and MKL's COMPATIBLE
+    branch, though the batch's own environment asks for others: read in a kernel that never imports
+    hyperclip_lib (which would pin them itself)."""
     import nbformat
-    cell = ("from hyperclip_lib import numerics\nimport json\nnumerics.apply(3)\n"
-            "print('IDENTITY', json.dumps(numerics.identity()))")
+    cell = ("import json, os, torch\n"
+            "print('IDENTITY', json.dumps({'threads': torch.get_num_threads(), 'cpu_capability': "
+            "torch.backends.cpu.get_cpu_capability(), 'MKL_CBWR': os.environ.get('MKL_CBWR')}))")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), tmp_path / "probe.ipynb")
-    run = plan_run("ci", tmp_path / "run", overrides={"compute.threads": 3})
-    assert run.threads == 3
+    run = plan_run("ci", tmp_path / "run")   # compute.threads 1; torch alone would take every core (2 or more)
+    assert run.threads == 1
     job = Job("probe", str(tmp_path / "probe.ipynb"), 0, {})
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
     monkeypatch.setenv("MKL_CBWR", "AUTO")
@@ -183,7 +197,7 @@ def test_a_notebook_computes_with_its_configs_threads_and_pinned_cpu_paths_whate
     assert rc == 0
     printed = json.loads((run.out / "notebooks" / "probe.ipynb").read_text())["cells"][0]["outputs"][0]["text"]
     identity = json.loads("".join(printed).split("IDENTITY ", 1)[1])
-    assert identity == {"threads": 3, "cpu_capability": "AVX2", "mkl_cbwr": "COMPATIBLE", "onednn": False}
+    assert identity == {"threads": 1, "cpu_capability": "AVX2", "MKL_CBWR": "COMPATIBLE"}
     assert 50 < batch.peak_memory_mib(run, job) < 4000   # its kernel's peak resident memory, as logged
     with pytest.raises(ValueError, match="compute.threads: expected 1 or more"):
         plan_run("ci", tmp_path / "bad", overrides={"compute.threads": 0})

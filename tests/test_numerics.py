@@ -62,6 +62,8 @@ def test_keys_of_numeric_stages_carry_the_settings_and_records_read_them_per_sta
     assert inner["numerics"] == outer["numerics"] == PINNED
     assert "numerics" not in stage_key("world", world={}) and "numerics" not in stage_key("metavqa", source={})
     assert numerics.of_key(outer, device="cpu") == {"baseline": {**PINNED, "device": "cpu"}, "features": PINNED}
+    on_gpu = stage_key("features", data="d", device="cuda")   # a key that names its device reports it
+    assert numerics.of_key({"stage": "x", "numerics": PINNED, "f": on_gpu})["features"]["device"] == "cuda"
     torch.set_num_threads(2)   # another thread count is another artifact
     assert config_hash(stage_key("features", data="d")) != config_hash(inner)
 

@@ -8,6 +8,8 @@ absent or broken, so any notebook can run alone and re-running is cheap.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from ..config import Config
 from ..features import FeatureFile, FeatureFileError, FeatureStore
 from ..metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
                        load_meta_vqa, prompt_file, question_file, read_json, write_meta_vqa)
-from ..store import ArtifactError, ArtifactStore, config_hash, file_sha256
+from ..store import MANIFEST, ArtifactError, ArtifactStore, config_hash, file_sha256
 from ..world import generate_world, scene_config
 from .common import stage_key
 
@@ -47,7 +49,15 @@ def _source_id(cfg: Config, store: ArtifactStore) -> tuple[Path, dict]:
 def content_key(paths) -> dict[str, str]:
     """SHA-256 of each input file that exists, by its folder and name: a key that follows every edit of the
     files a stage reads (their size and time would not: an edit can keep both)."""
-    return {f"{p.parent.name}/{p.name}": file_sha256(p) for p in paths if p.exists()}
+    return {f"{p.parent.name}/{p.name}": _sha256(p, p.stat().st_size, p.stat().st_mtime_ns) for p in paths
+            if p.exists()}
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """file_sha256, once per version of a file: every downstream key nests the features key, and a real-scale
+    features file is hundreds of MB (a changed file has another size or time, and is read again)."""
+    return file_sha256(path)
 
 
 def ensure_data(cfg: Config, store: ArtifactStore | None = None) -> Data:
@@ -115,7 +125,7 @@ def ensure_world_clip(cfg: Config, store: ArtifactStore | None = None) -> Path:
         return train_world_clip_into(cfg, store)
 
     def copy(folder: Path) -> None:
-        for name in encoders.WORLD_CLIP_FILES:
+        for name in json.loads((shipped / MANIFEST).read_text())["files"]:
             shutil.copy2(shipped / name, folder / name)
 
     return store.ensure("world_clip", world_clip_config(cfg), copy)
@@ -143,7 +153,7 @@ def features_key(cfg: Config, data: Data) -> dict:
     if cfg.data.image_features is not None:
         enc_key = {**enc_key, "image_features": content_key([feature_file_path(cfg)])}
     return stage_key("features", data=data.source, encoder={backend: enc_key},
-                     prompt_template=cfg.encoder.prompt_template)
+                     prompt_template=cfg.encoder.prompt_template, device=cfg.encoder.device)
 
 
 def feature_file_path(cfg: Config) -> Path:
@@ -168,11 +178,18 @@ def image_paths(data: Data) -> list[Path]:
     return paths
 
 
-def split_texts(cfg: Config, data: Data) -> tuple[list[str], dict[str, list[str]]]:
+def split_texts(split: TaskSplit, templates: dict[str, str], default_template: str
+                ) -> tuple[list[str], dict[str, list[str]]]:
     """The split's questions, and each question's answer prompts (one per answer, in the task's order)."""
-    tasks = data.split.all_tasks()
+    tasks = split.all_tasks()
     return [t.question for t in tasks], {
-        t.question: answer_prompts(t.question, t.answers, data.templates, cfg.encoder.prompt_template) for t in tasks}
+        t.question: answer_prompts(t.question, t.answers, templates, default_template) for t in tasks}
+
+
+def texts_to_embed(split: TaskSplit, templates: dict[str, str], default_template: str) -> list[str]:
+    """Every question and answer prompt of the split, each once: what a features file holds beside the images."""
+    questions, prompts = split_texts(split, templates, default_template)
+    return list(dict.fromkeys(questions + [p for q in questions for p in prompts[q]]))
 
 
 def load_feature_file(cfg: Config, data: Data) -> FeatureFile:
@@ -191,7 +208,7 @@ def ensure_features(cfg: Config, store: ArtifactStore | None = None, data: Data 
 
     def build(folder: Path) -> None:
         names = data.split.image_names()
-        questions, prompts = split_texts(cfg, data)
+        questions, prompts = split_texts(data.split, data.templates, cfg.encoder.prompt_template)
         flat = [p for q in questions for p in prompts[q]]
         file = load_feature_file(cfg, data) if cfg.data.image_features is not None else None
         texts = file.text_lookup(questions + flat) if file is not None else None
