@@ -99,6 +99,9 @@ class BaseModelConfig:
     hnet_latent: int = 64             # unconditional hypernetwork latent z (paper: 64)
     meta_batch: int = 32              # tasks per optimiser step (paper: 32)
     samples_per_task: int | None = 48  # random subset of a training task per step (paper: None, all of it)
+    meta_chunk_samples: int | None = None  # at most this many padded samples per chunk of a meta-batch, whose
+                                      # gradients add up (None: one chunk); bounds memory when whole tasks pad
+                                      # to the longest (real Meta-VQA: up to 1,776 samples)
     support_fraction: float = 0.7     # share of a training draw used for adaptation, the rest is the query
     grad_clip: float = 10.0           # gradient-norm clip, applied before every optimiser step (paper: 10)
     few_shot_steps: int = 50          # adaptation steps on a meta-test support set (paper: 50)
@@ -244,6 +247,7 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
     if profile == "paper":
         return {"encoder.model": "ViT-L-14-336", "encoder.pretrained": "openai", "calibration.hidden": 256,
                 "base.hidden": 256, "base.hnet_hidden": 256, "base.samples_per_task": None,
+                "base.meta_chunk_samples": 16384,
                 "generator.finetune_per_task": 20, "generator.hvae_epochs": 2000, "generator.hvae_pca_components": 0,
                 "generator.hvae_lr": 1e-4, "generator.hvae_kl_weight": 1.0,   # A.6.1's HVAE, as the paper
                 "hyperclip.epochs": 600, "ldm.width1": 8192, "ldm.width2": 16384, "ldm.width3": 8192,

@@ -104,24 +104,46 @@ def train(family: Family, params: dict, training: str, method_cfg: MethodConfig,
         for _ in range(method_cfg.epochs):
             order = pool[torch.randperm(len(pool), generator=rng)]
             for idx in order.split(cfg.meta_batch):
-                batch = train_tasks.sample_batch(idx, cfg.samples_per_task, cfg.support_fraction, rng)
+                draw = train_tasks.draw(idx, cfg.samples_per_task, cfg.support_fraction, rng)
                 steps = torch.randint(method_cfg.inner_steps_min, method_cfg.inner_steps_max + 1, (len(idx),),
                                       generator=rng)
-                loss = meta_loss(family, params, batch, training, steps, method_cfg.inner_lr)
                 optimizer.zero_grad()
-                loss.backward()
+                loss = 0.0
+                for part in meta_chunks(draw.n_kept, cfg.meta_chunk_samples):   # the mean over tasks, in parts
+                    batch = train_tasks.drawn_batch(idx[part], draw[part])
+                    chunk_loss = meta_loss(family, params, batch, training, steps[part], method_cfg.inner_lr)
+                    if len(part) < len(idx):
+                        chunk_loss = chunk_loss * (len(part) / len(idx))
+                    chunk_loss.backward()
+                    loss += chunk_loss.item()
                 norm = clipped_step(optimizer, leaves, cfg.grad_clip)
                 step += 1
                 history["step"].append(step)
-                history["loss"].append(loss.item())
+                history["loss"].append(loss)
                 history["grad_norm"].append(norm)
                 if step in checks:
                     acc = evaluate(family, params, test_tasks, cfg, few_shot_lr=None)
                     history["curve_step"].append(step)
                     history["curve_zero_shot"].append(acc["zero_shot"].mean().item())
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
     return history
+
+
+def meta_chunks(n_kept: torch.Tensor, max_samples: int | None) -> list[torch.Tensor]:
+    """Positions of a meta-batch's tasks in parts whose padded size (tasks × the part's longest draw) stays within
+    `max_samples`, grouped by size so a part pads little; one part, in order, when the whole batch fits (or
+    None): the meta-gradient is then computed exactly as without parts."""
+    everything = torch.arange(len(n_kept))
+    if max_samples is None or len(n_kept) * int(n_kept.max()) <= max_samples:
+        return [everything]
+    parts, current = [], []
+    for i in torch.argsort(n_kept.cpu(), stable=True).tolist():   # ascending: the part's newest is its longest
+        if current and (len(current) + 1) * int(n_kept[i]) > max_samples:
+            parts.append(torch.tensor(current))
+            current = []
+        current.append(i)
+    return parts + [torch.tensor(current)]
 
 
 @dataclass

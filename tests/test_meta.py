@@ -262,3 +262,31 @@ def test_training_clips_every_step_it_takes(toy_tasks):
         handle.remove()
     assert len(seen) == len(history["step"]) > 0
     assert max(seen) <= 1e-3 * 1.0001 < min(history["grad_norm"])
+
+
+def test_a_meta_batch_in_size_sorted_parts_gives_the_whole_batchs_meta_gradient(toy_tasks):
+    """base.meta_chunk_samples bounds the padded samples a part holds (real Meta-VQA pads whole tasks to up to
+    1,776 samples); the parts' weighted gradients add up to the whole batch's, to float rounding, and a batch
+    that fits is computed exactly as without parts."""
+    from hyperclip_lib.maml import meta_chunks
+    n_kept = torch.tensor([30, 5, 22, 30, 8, 17, 30, 2])
+    parts = meta_chunks(n_kept, 60)
+    assert sorted(torch.cat(parts).tolist()) == list(range(8))
+    assert all(len(p) * int(n_kept[p].max()) <= 60 for p in parts) and len(parts) > 1
+    assert [p.tolist() for p in meta_chunks(n_kept, 240)] == [list(range(8))]
+    assert [p.tolist() for p in meta_chunks(n_kept, None)] == [list(range(8))]
+    assert all(len(p) == 1 for p in meta_chunks(n_kept, 10) if n_kept[p].max() > 10)   # too large: a part alone
+
+    for method, training in (("Uncond. MNet-MAML", "maml"), ("Cond. Multitask", "multitask")):
+        family, base = toy_setup(method)
+        base = dataclasses.replace(base, samples_per_task=None, meta_batch=8)
+        runs = {}
+        for budget in (None, 40):
+            params = leaf_params(family)
+            history = train(family, params, training, MethodConfig(epochs=2, lr=1e-2, inner_lr=0.1, inner_steps_max=3),
+                            dataclasses.replace(base, meta_chunk_samples=budget), toy_tasks(16), torch.arange(16), seed=0)
+            runs[budget] = (history, params)
+        (whole, p_whole), (parted, p_parted) = runs[None], runs[40]
+        assert whole["loss"] == pytest.approx(parted["loss"], rel=1e-5)
+        assert all(torch.allclose(p_whole[k], p_parted[k], atol=1e-5) for k in p_whole)
+        assert not all(torch.equal(p_whole[k], p_parted[k]) for k in p_whole)   # the parts really ran apart
