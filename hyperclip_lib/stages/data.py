@@ -8,7 +8,6 @@ absent or broken, so any notebook can run alone and re-running is cheap.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import shutil
 import time
@@ -49,15 +48,7 @@ def _source_id(cfg: Config, store: ArtifactStore) -> tuple[Path, dict]:
 def content_key(paths) -> dict[str, str]:
     """SHA-256 of each input file that exists, by its folder and name: a key that follows every edit of the
     files a stage reads (their size and time would not: an edit can keep both)."""
-    return {f"{p.parent.name}/{p.name}": _sha256(p, p.stat().st_size, p.stat().st_mtime_ns) for p in paths
-            if p.exists()}
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256(path: Path, size: int, mtime_ns: int) -> str:
-    """file_sha256, once per version of a file: every downstream key nests the features key, and a real-scale
-    features file is hundreds of MB (a changed file has another size or time, and is read again)."""
-    return file_sha256(path)
+    return {f"{p.parent.name}/{p.name}": file_sha256(p) for p in paths if p.exists()}
 
 
 def ensure_data(cfg: Config, store: ArtifactStore | None = None) -> Data:
