@@ -197,9 +197,9 @@ def cmd_rehearse_real(args) -> int:
     out = Path(args.out).resolve()
     os.environ.setdefault("HYPERCLIP_HOME", str(out / "artifacts"))
     budget = BUDGET if args.profile == "paper" else {}
-    cfg = get_config(args.profile, parse_overrides(args.overrides))
-    overrides = {**budget, **prepare(out, meta_dir, args.tasks, prompt_template=cfg.encoder.prompt_template),
-                 **parse_overrides(args.overrides)}
+    given = parse_overrides(args.overrides)
+    template = get_config(args.profile, given).encoder.prompt_template
+    overrides = {**budget, **prepare(out, meta_dir, args.tasks, prompt_template=template), **given}
     run = plan_run(args.profile, out / "run", seeds=[0], fractions=[1.0], fig5b_fractions=[], overrides=overrides)
     run.command = "hyperclip " + shlex.join(args.argv)
     print(f"rehearsal in {out}: {len(run.jobs)} notebooks, profile {args.profile}, store {os.environ['HYPERCLIP_HOME']}",

@@ -12,7 +12,6 @@ path runs at this scale — time and peak memory per notebook, time per stage, w
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shutil
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from .config import MAML_SECTIONS, METHOD_SECTIONS
 from .encoders import open_clip_identity, open_clip_width
 from .features import FeatureFile
-from .metavqa import TaskSplit, load_meta_vqa, prompt_file, write_meta_vqa
+from .metavqa import TaskSplit, load_meta_vqa, prompt_file, read_json, write_meta_vqa
 from .stages.data import texts_to_embed
 
 STANDIN_MODEL, STANDIN_PRETRAINED = "ViT-L-14-336", "standin"   # the paper's encoder's name and width; no weights
@@ -59,7 +58,7 @@ def prepare(out: Path, meta_dir: Path, tasks: int | None = None, model: str = ST
         meta_train, meta_test = subset(meta_train, meta_test, tasks)
     write_meta_vqa(meta_train, meta_test, out / "meta")
     templates_src = meta_dir / "prompt_meta.json"
-    templates = json.loads(templates_src.read_text()) if templates_src.exists() else {}
+    templates = read_json(templates_src) if templates_src.exists() else {}
     prompts = prompt_file(out / "vqa")
     prompts.parent.mkdir(parents=True, exist_ok=True)
     if templates_src.exists():
