@@ -1,5 +1,13 @@
 """The world CLIP's pretraining data: a stream of fresh Shapes-world scenes, disjoint from the VQA files,
-and captions that teach what the questions ask (attributes with places, relations, counts)."""
+and their captions, in one of two styles:
+
+* "questions" (world v2): captions that teach what the questions ask — an object with its attributes and
+  its cell, a relation between two objects, or a count;
+* "alt-text" (world v3's candidate): what a web page says about a picture, as real CLIP's captions — a few
+  of its objects, the large ones first, by kind, mostly with their colour, groups sometimes with their
+  number, and now and then a rough place ("on the left"). Never a relation, a cell's name or a count of
+  everything: what the questions ask is in the pixels, and only partly in the captions.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -39,9 +47,43 @@ def scene_description(objects: list[SceneObject], grid: int) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+ROUGH_PLACES = {"row": ("at the top", "in the middle", "at the bottom"), "col": ("on the left", "in the middle",
+                                                                                  "on the right")}
+
+
+def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator) -> str:
+    """One alt-text-like caption: up to three kinds of the scene, large ones first, e.g. 'a red star, three
+    blue hearts on the left and a circle'."""
+    kinds: dict[str, list[SceneObject]] = {}
+    for o in sorted(objects, key=lambda o: (o.size != "large", rng.random())):
+        kinds.setdefault(o.shape, []).append(o)
+    parts = []
+    for shape, group in list(kinds.items())[:int(rng.integers(1, 4))]:
+        colors = {o.color for o in group}
+        color = group[0].color if len(colors) == 1 and rng.random() < 0.7 else None
+        if len(group) == 1:
+            words = ["a", group[0].size if rng.random() < 0.3 else None, color, shape]
+        else:
+            number = COUNT_WORDS[len(group)] if rng.random() < 0.3 else "some"
+            words = [number, color, plural(shape)]
+        if rng.random() < 0.2:
+            axis = ("row", "col")[int(rng.integers(2))]
+            lines = {getattr(o, axis) * 3 // grid for o in group}
+            if len(lines) == 1:
+                words.append(ROUGH_PLACES[axis][lines.pop()])
+        text = " ".join(w for w in words if w)
+        parts.append("an" + text[1:] if text.startswith("a ") and text[2] in "aeiou" else text)
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def scene_captions(objects: list[SceneObject], grid: int, rng: np.random.Generator, k: int,
-                   full_scene_prob: float = 0.0) -> list[str]:
-    """k captions of a scene: the full description, or one object, a pairwise relation or a count."""
+                   full_scene_prob: float = 0.0, style: str = "questions") -> list[str]:
+    """k captions of a scene in a style of the module docstring; "questions": the full description, or one
+    object, a pairwise relation or a count."""
+    if style == "alt-text":
+        return [alt_text(objects, grid, rng) for _ in range(k)]
+    if style != "questions":
+        raise ValueError(f"world_clip.caption_style: expected 'questions' or 'alt-text', got {style!r}")
     out = []
     for _ in range(k):
         o = objects[int(rng.integers(len(objects)))]

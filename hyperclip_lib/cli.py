@@ -1,12 +1,13 @@
 """The `hyperclip` command.
 
     hyperclip build-metavqa --vqa-root ROOT --out OUT [--check-images]
-    hyperclip build-world --out DIR [--profile quick] [--set world.n_images=500]
+    hyperclip build-world --out DIR [--profile quick] [--labels-only] [--set world.n_images=500]
     hyperclip prepare [--profile quick] [--set key=value ...]
     hyperclip train-world-clip [--profile quick] [--out DIR] [--set key=value ...]
     hyperclip extract-features --vqa-root ROOT [--meta-dir DIR] --model M --pretrained P --out FILE.npz
                                [--device cuda] [--no-texts]
     hyperclip split-stats META_DIR [META_DIR ...] [--no-text]
+    hyperclip world-bands [--profile quick] [--seeds 0,1,2] [--set world.FIELD=VALUE ...]
     hyperclip rehearse-real [--out runs/rehearsal] [--meta-dir DIR] [--tasks N] [--profile paper] [--set ...]
     hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
                             [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
@@ -16,12 +17,15 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import json
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
+
+from collections import Counter
 
 import torch
 
@@ -34,13 +38,13 @@ from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa,
                       write_meta_vqa)
 from .report import write_report
 from .runlock import RunFolderBusy
-from .splitstats import minilm_embedder, split_statistics
+from .splitstats import LABEL_BANDS, MIX_BANDS, authors_split_dir, band_misses, minilm_embedder, split_statistics
 from .encoders import open_clip_encoder
 from .features import FeatureFile
 from .stages.data import (SHIPPED, ensure_data, image_paths, prepare, texts_to_embed, train_world_clip_into,
                           world_clip_config)
 from .store import ArtifactStore, config_hash, file_sha256
-from .world import generate_world
+from .world import generate_world, question_family
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -60,7 +64,7 @@ def cmd_build_metavqa(args) -> int:
 
 def cmd_build_world(args) -> int:
     cfg = get_config(args.profile, parse_overrides(args.overrides))
-    print(json.dumps(generate_world(cfg.world, Path(args.out)), indent=1))
+    print(json.dumps(generate_world(cfg.world, Path(args.out), images=not args.labels_only), indent=1))
     return 0
 
 
@@ -131,6 +135,40 @@ def cmd_split_stats(args) -> int:
     print(f"{'':{width}s}  " + "  ".join(f"{Path(d).name[-18:]:>18s}" for d in columns))
     for name in names:
         print(f"{name:{width}s}  " + "  ".join(f"{c.get(name, float('nan')):18.2f}" for c in columns.values()))
+    return 0
+
+
+def cmd_world_bands(args) -> int:
+    """The label statistics of the profile's world on several world seeds (labels only, no scene drawn), beside
+    the authors' split, and the label and question-mix bands each seed misses: one calibration try."""
+    given = parse_overrides(args.overrides)
+    embed = minilm_embedder()
+    columns, misses = {}, {}
+    real = authors_split_dir()
+    if real is not None:
+        columns["real"] = split_statistics(TaskSplit.from_meta(*load_meta_vqa(real)), embed)
+    for seed in parse_numbers(args.seeds, int, "--seeds"):
+        cfg = get_config(args.profile, {**given, "world.seed": seed})
+        with tempfile.TemporaryDirectory() as root:
+            generate_world(cfg.world, Path(root), images=False)
+            split = TaskSplit.from_meta(*build_meta_vqa(root, seed=cfg.data.split_seed))
+        stats = split_statistics(split, embed)
+        families = Counter(question_family(t.question) for t in split.all_tasks())
+        stats.update({f"tasks of family {f} (%)": 100 * n / len(split.all_tasks()) for f, n in sorted(families.items())})
+        columns[f"seed {seed}"] = stats
+        misses[seed] = band_misses(stats, {**LABEL_BANDS, **MIX_BANDS})
+    names = list(dict.fromkeys(k for c in columns.values() for k in c))
+    width = max(map(len, names))
+    print(f"world {args.profile} {' '.join(args.overrides)}")
+    print(f"{'':{width}s}  " + "  ".join(f"{c:>9s}" for c in columns) + "  band")
+    for name in names:
+        bands = {**LABEL_BANDS, **MIX_BANDS}
+        low, high = bands.get(name, (None, None))
+        band = "" if name not in bands else f"[{'' if low is None else low}, {'' if high is None else high}]"
+        print(f"{name:{width}s}  " + "  ".join(f"{c.get(name, float('nan')):9.2f}" for c in columns.values())
+              + f"  {band}")
+    for seed, missed in misses.items():
+        print(f"seed {seed}: " + ("every band met" if not missed else "misses " + "; ".join(missed)))
     return 0
 
 
@@ -238,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("build-world", help="write the Shapes world in the VQA v2 layout")
     p.add_argument("--out", required=True)
+    p.add_argument("--labels-only", action="store_true",
+                   help="questions, answers and prompts without drawing a scene (the same labels; for calibrating)")
     _add_config_args(p)
     p.set_defaults(func=cmd_build_world)
 
@@ -272,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("meta_dirs", nargs="+", metavar="META_DIR")
     p.add_argument("--no-text", action="store_true", help="leave out the rows that need MiniLM question embeddings")
     p.set_defaults(func=cmd_split_stats)
+
+    p = sub.add_parser("world-bands", help="one calibration try: the world's label statistics on several world "
+                       "seeds beside the real split, and the bands each misses")
+    p.add_argument("--seeds", default="0,1,2", help="world seeds (comma-separated)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_world_bands)
 
     p = sub.add_parser("rehearse-real", help="every notebook on the authors' real split with stand-in features: "
                        "time, peak memory, well-formed records (hyperclip_lib/rehearsal.py)")

@@ -28,6 +28,11 @@ class WorldConfig:
     color_concentration: float = 0.3   # ... of each kind's colour habits
     cell_concentration: float = 0.5    # ... of each kind's habitual places on the grid
     size_concentration: float = 0.3    # Beta concentration of each kind's chance of being large
+    repeat_prob: float = 0.0           # chance that an object is another of a kind already in the scene (groups
+                                       # of a kind, so counts vary as VQA's; world v2: 0)
+    count_salience: float = 0.0        # a "how many" question is asked of an image in proportion to its answer
+                                       # to this power (world v2: 0)
+    question_design: int = 2           # the question families asked (world.scene_questions): 2 or 3
     questions_per_image: int = 4       # questions asked of each image, drawn by popularity
     popularity_sigma: float = 0.8      # log-normal spread of how readily each question is asked
     availability_power: float = 1.0    # popularity ÷ availability^power (world.QuestionWeights)
@@ -47,6 +52,7 @@ class WorldClipConfig:
     context_length: int = 64           # room for whole-scene captions (full_scene_prob); longer ones are cut
     pool_images: int = 16000           # pretraining scenes (in moved twins), disjoint from the VQA files
     full_scene_prob: float = 0.0       # share of captions that describe the whole scene
+    caption_style: str = "questions"   # "questions" (world v2) or "alt-text" (captions.py)
     steps: int = 3000
     batch_size: int = 256
     lr: float = 2e-3

@@ -184,6 +184,16 @@ class FrozenTextCache:
         return torch.stack([self.cache[t] for t in texts])
 
 
+# World-CLIP fields world v2 did not have; at their v2 value they are left out of its keys, so that world v2's
+# shipped CLIPs keep theirs
+LATER_CLIP_FIELDS = {"caption_style": "questions"}
+
+
+def world_clip_fields(cfg: WorldClipConfig) -> dict:
+    """The world-CLIP config as its keys hold it."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if LATER_CLIP_FIELDS.get(k, object()) != v}
+
+
 def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) -> dict:
     """Train the vision tower (and text projection) contrastively on captions of fresh scenes.
 
@@ -206,7 +216,8 @@ def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) ->
     for step in tqdm(range(cfg.steps), desc="world CLIP training", leave=False):
         twins = rng.choice(len(pool) // 2, size=cfg.batch_size // 2, replace=False)
         idx = np.concatenate([2 * twins, 2 * twins + 1])
-        captions = [scene_captions(pool[i][1], world.grid, rng, 1, cfg.full_scene_prob)[0] for i in idx]
+        captions = [scene_captions(pool[i][1], world.grid, rng, 1, cfg.full_scene_prob, cfg.caption_style)[0]
+                    for i in idx]
         text = model.text.proj(text_cache.pooled(captions))
         image = model.visual(pool_x[idx])
         loss = loss_fn(torch.nn.functional.normalize(image, dim=-1), torch.nn.functional.normalize(text, dim=-1),
@@ -234,7 +245,7 @@ def load_world_clip(path: Path, cfg: WorldClipConfig, world: WorldConfig, device
     if unexpected or any(not k.startswith("text.transformer.") for k in missing):
         raise RuntimeError(f"{path / 'model.pt'}: weights do not fit the world CLIP config "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    config = {"backend": "world_clip", "clip": dataclasses.asdict(cfg), "scenes": scene_config(world),
+    config = {"backend": "world_clip", "clip": world_clip_fields(cfg), "scenes": scene_config(world),
               "text_tower": MINILM_PACKAGE}
     return Encoder(model, world_clip_preprocess(world.image_size), world_clip_tokenizer(cfg),
                    f"world_clip:{config_hash(config)}", config, device, batch_size)

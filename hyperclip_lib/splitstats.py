@@ -148,6 +148,39 @@ def split_statistics(split: TaskSplit, embed: Callable[[list[str]], torch.Tensor
     return stats
 
 
+# The label bands a Shapes world must meet (low, high; None: open), measured on the authors' split
+# (docs/world-v2-calibration.md); `tests/test_world.py` asserts them on the default `quick` world.
+LABEL_BANDS: dict[str, tuple[float | None, float | None]] = {
+    f"leakage: test tasks ≥ {LEAK_THRESHOLD:.0%} in one train task (%)": (None, 2),
+    "leakage: mean best-match coverage (%)": (None, 15),
+    "question-only prior: share of the global → majority gap (%)": (26, 46),
+    "nearest train question: median cosine": (None, 0.93),
+    f"nearest train question: share > {NEAR_DUPLICATE} (%)": (None, 40),
+    "answers per task (mean)": (7, None),
+    "samples per task (median)": (30, 60),
+    "samples per task (max / median)": (5, None),
+    "tasks": (800, None),
+}
+
+
+# The question mix world v3 must have (issue 23, pre-registered): shares of all tasks by `question_kind`
+MIX_BANDS: dict[str, tuple[float | None, float | None]] = {
+    "question mix, all: count (%)": (18, 33), "question mix, all: colour (%)": (18, 33),
+    "question mix, all: where (%)": (2, 10), "question mix, all: other (%)": (35, 55)}
+
+
+def band_misses(stats: dict[str, float], bands: dict[str, tuple[float | None, float | None]] = LABEL_BANDS
+                ) -> list[str]:
+    """The bands `stats` misses, each as 'name: value outside [low, high]' (a statistic not measured misses)."""
+    misses = []
+    for name, (low, high) in bands.items():
+        value = stats.get(name)
+        if value is None or (low is not None and value < low) or (high is not None and value > high):
+            shown = "not measured" if value is None else f"{value:.2f}"
+            misses.append(f"{name}: {shown} outside [{'' if low is None else low}, {'' if high is None else high}]")
+    return misses
+
+
 def gap_share_interval(accuracies: dict[str, list[float]], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """A percentile-bootstrap 95% interval of the text prior's gap share over meta-test tasks: a few hundred
     tasks and a gap of a few points make this ratio noisy (±10 points on the real split)."""

@@ -43,6 +43,20 @@ RELATIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": 
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
+LINES = ("top row", "middle row", "bottom row", "left column", "middle column", "right column")
+# what counting questions pick things out by: nothing, one of size, colour and kind (world v2), or two
+COUNT_FILTERS = ([(None, None, None)] + [(z, None, None) for z in SIZES] + [(None, c, None) for c in COLORS]
+                 + [(None, None, s) for s in SHAPES] + [(z, c, None) for z in SIZES for c in COLORS]
+                 + [(z, None, s) for z in SIZES for s in SHAPES])
+
+
+def in_line(o: "SceneObject", line: str, grid: int) -> bool:
+    """Whether an object sits in a row or column of the grid named as in LINES ('top row', 'left column')."""
+    which, axis = line.split()
+    index = {"top": 0, "left": 0, "middle": grid // 2, "bottom": grid - 1, "right": grid - 1}[which]
+    return (o.row if axis == "row" else o.col) == index
+
+
 def stable_hash(*parts: object) -> int:
     """A hash of strings that is the same in every process (Python's hash() is salted)."""
     return zlib.crc32("|".join(map(str, parts)).encode())
@@ -61,9 +75,15 @@ SCENE_FIELDS = ("seed", "image_size", "grid", "min_objects", "max_objects", "sha
                 "color_concentration", "cell_concentration", "size_concentration")
 
 
+# Scene fields world v2 did not have; at their v2 value they are left out of scene_config, so that world v2's
+# shipped CLIPs keep their keys
+LATER_SCENE_FIELDS = {"repeat_prob": 0.0}
+
+
 def scene_config(cfg: WorldConfig) -> dict:
     """The fields that shape scenes (not how many are asked about): what the world CLIP depends on."""
-    return {f: getattr(cfg, f) for f in SCENE_FIELDS}
+    return {**{f: getattr(cfg, f) for f in SCENE_FIELDS},
+            **{f: getattr(cfg, f) for f, v2 in LATER_SCENE_FIELDS.items() if getattr(cfg, f) != v2}}
 
 
 def position_name(row: int, col: int, grid: int) -> str:
@@ -116,7 +136,10 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig, habits: Habits) -> 
     colors = list(COLORS)
     objects = []
     for _ in range(n):
-        shape = SHAPES[int(rng.choice(len(SHAPES), p=habits.prevalence))]
+        if objects and cfg.repeat_prob and rng.random() < cfg.repeat_prob:   # another of a kind already there
+            shape = objects[int(rng.integers(len(objects)))].shape
+        else:
+            shape = SHAPES[int(rng.choice(len(SHAPES), p=habits.prevalence))]
         p = habits.cells[shape] * free
         cell = int(rng.choice(len(p), p=p / p.sum()))
         free[cell] = False
@@ -222,6 +245,9 @@ FAMILIES = {
     "count": (("How many {s} are there?", "How many {s} are in the picture?", "How many {s} can you see?",
                "How many {s} are shown?", "What is the number of {s}?"),
               "there are {{}} {s}."),
+    "line-shape": (("What is the {s}?", "What kind of object is the {s}?", "Which object is the {s}?",
+                    "What is the {s} in the picture?", "What shape is the {s}?"),
+                   "the {s} is a {{}}."),
     "relation-color": (("What color is the object {s}?", "What is the color of the thing {s}?",
                         "Which color has the object {s}?", "What colour is the item {s}?"),
                        "the object {s} is {{}}."),
@@ -231,20 +257,26 @@ FAMILIES = {
     "yes-no": (("Is there a {s}?", "Is there a {s} in the picture?"), "{{}}, there is a {s}."),
     "choice": (("Is the {s}?",), "the {s}: {{}}."),
 }
+# world v3's phrasings where they differ from v2's: every counting question asks "how many", as VQA's do
+PHRASINGS_V3 = {"count": ("How many {s} are there?", "How many {s} are in the picture?", "How many {s} can you see?",
+                          "How many {s} are shown?", "How many {s} do you see?")}
 ANSWER_TYPES = {"count": "number", "yes-no": "yes/no"}
 FILTERED_FAMILIES = ("yes-no", "choice")   # asked, as in VQA, and dropped by the Meta-VQA builder's rules
 _RELATION_SUBJECT = "(?:" + "|".join(RELATIONS) + ") the .+"
 
 
+_LINE_SUBJECT = ".+ in the (?:" + "|".join(LINES) + ")"
+
+
 def _family_pattern(family: str, phrasing: str) -> str:
-    subject = _RELATION_SUBJECT if family.startswith("relation") else ".+"
+    subject = {"line-shape": _LINE_SUBJECT}.get(family, _RELATION_SUBJECT if family.startswith("relation") else ".+")
     return re.escape(phrasing).replace(re.escape("{s}"), f"({subject})")
 
 
 # The specific forms first: relations, then longer phrasings ("Is there a {s} in the picture?" before "Is there a {s}?")
 _PATTERNS = [(family, re.compile(_family_pattern(family, phrasing)))
-             for family, phrasing in sorted(((f, p) for f, (ps, _) in FAMILIES.items() for p in ps),
-                                            key=lambda fp: (not fp[0].startswith("relation"), -len(fp[1])))]
+             for family, phrasing in sorted({(f, p) for f, (ps, _) in FAMILIES.items() for p in ps + PHRASINGS_V3.get(f, ())},
+                                            key=lambda fp: (not fp[0].startswith("relation"), -len(fp[1]), fp))]
 
 
 def parse_question(question: str) -> tuple[str, str] | None:
@@ -267,13 +299,18 @@ def question_label(question: str) -> str:
     return question_family(question) or " ".join(question.split()[:2])
 
 
-def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, str, str, str, str]]:
+def scene_questions(objects: list[SceneObject], grid: int, design: int = 2) -> list[tuple[str, str, str, str, str]]:
     """Every question this scene answers uniquely, one phrasing per concept:
-    (question, answer, VQA answer_type, family, prompt template)."""
+    (question, answer, VQA answer_type, family, prompt template).
+
+    `design` 2 asks world v2's questions; 3 asks world v3's (calibrated to VQA's question mix): counting
+    by up to two attributes or within a row or column, the kind of the one object of a colour in a row or
+    column, where a kind or a coloured thing is, and one relation direction per reference and attribute."""
     qs: list[tuple[str, str, str, str, str]] = []
 
     def ask(family: str, subject: str, answer: str) -> None:
         phrasings, prompt = FAMILIES[family]
+        phrasings = PHRASINGS_V3.get(family, phrasings) if design >= 3 else phrasings
         phrasing = phrasings[stable_hash(family, subject) % len(phrasings)]
         qs.append((phrasing.format(s=subject), answer, ANSWER_TYPES.get(family, "other"), family,
                    prompt.format(s=subject)))
@@ -295,28 +332,54 @@ def scene_questions(objects: list[SceneObject], grid: int) -> list[tuple[str, st
             o = unique(lambda o: o.color == color and (size is None or o.size == size))
             if o:
                 ask("shape", phrase(size, color), o.shape)
-    # where a coloured kind is, and what is beside a reference: per reference and attribute, one
-    # horizontal and one vertical direction (left of / right of, above / below) chosen by a hash
+        if design >= 3:   # the kind of the one object of a colour in a row or column
+            for color in COLORS:
+                for line in LINES:
+                    o = unique(lambda o: o.color == color and in_line(o, line, grid) and (size is None or o.size == size))
+                    if o:
+                        ask("line-shape", phrase(size, color, "object in the", line), o.shape)
     refs = [(c, s) for c in (None, *COLORS) for s in SHAPES]
-    for color, shape in refs:
-        ref = unique(lambda o: o.shape == shape and (color is None or o.color == color))
-        if ref is None:
-            continue
-        if color:
-            ask("position", phrase(color, shape), position_name(ref.row, ref.col, grid))
-        for family in ("relation-color", "relation-shape"):
-            for axis in (("left of", "right of"), ("above", "below")):
-                relation = axis[stable_hash(family, color, shape, *axis) % 2]
+    if design >= 3:
+        # where a kind or a coloured thing is; what is beside a reference, in one direction per reference and
+        # attribute (left of, right of, above or below, chosen by a hash)
+        for size, color, shape in [(None, None, s) for s in SHAPES] + [(z, c, None) for z in (None, *SIZES) for c in COLORS]:
+            o = unique(lambda o: (size is None or o.size == size) and (color is None or o.color == color)
+                       and (shape is None or o.shape == shape))
+            if o:
+                ask("position", phrase(size, color, shape or "object"), position_name(o.row, o.col, grid))
+        for color, shape in refs:
+            ref = unique(lambda o: o.shape == shape and (color is None or o.color == color))
+            if ref is None:
+                continue
+            for family in ("relation-color", "relation-shape"):
+                relation = list(RELATIONS)[stable_hash(family, color, shape) % len(RELATIONS)]
                 near = related_objects(objects, ref, relation)
                 if len(near) == 1:
                     ask(family, f"{relation} the {phrase(color, shape)}", getattr(near[0], family.split("-")[1]))
-    # counting, asked only where at least one object matches (VQA rarely counts absent things)
-    for size, color, shape in ([(None, None, None)] + [(z, None, None) for z in SIZES]
-                               + [(None, c, None) for c in COLORS] + [(None, None, s) for s in SHAPES]):
-        n = sum(1 for o in objects if (size is None or o.size == size)
-                and (color is None or o.color == color) and (shape is None or o.shape == shape))
-        if n:
-            ask("count", phrase(size, color, plural(shape) if shape else "objects"), str(n))
+    else:
+        # where a coloured kind is, and what is beside a reference: per reference and attribute, one
+        # horizontal and one vertical direction (left of / right of, above / below) chosen by a hash
+        for color, shape in refs:
+            ref = unique(lambda o: o.shape == shape and (color is None or o.color == color))
+            if ref is None:
+                continue
+            if color:
+                ask("position", phrase(color, shape), position_name(ref.row, ref.col, grid))
+            for family in ("relation-color", "relation-shape"):
+                for axis in (("left of", "right of"), ("above", "below")):
+                    relation = axis[stable_hash(family, color, shape, *axis) % 2]
+                    near = related_objects(objects, ref, relation)
+                    if len(near) == 1:
+                        ask(family, f"{relation} the {phrase(color, shape)}", getattr(near[0], family.split("-")[1]))
+    # counting, asked only where at least one object matches (VQA rarely counts absent things); in design 3
+    # also by two attributes, and things of at most one attribute within one row or column
+    for size, color, shape in COUNT_FILTERS if design >= 3 else COUNT_FILTERS[:1 + len(SIZES) + len(COLORS) + len(SHAPES)]:
+        for line in (None, *LINES) if design >= 3 and shape is None and (size is None or color is None) else (None,):
+            n = sum(1 for o in objects if (size is None or o.size == size) and (color is None or o.color == color)
+                    and (shape is None or o.shape == shape) and (line is None or in_line(o, line, grid)))
+            if n:
+                ask("count", phrase(size, color, plural(shape) if shape else "objects", line and f"in the {line}"),
+                    str(n))
     # yes/no and either-or questions: VQA has them, and the Meta-VQA builder must drop them
     for shape in SHAPES:
         ask("yes-no", shape, "yes" if any(o.shape == shape for o in objects) else "no")
@@ -343,7 +406,8 @@ class QuestionWeights:
         if cfg.availability_power:
             rng = np.random.default_rng([cfg.seed, 4])
             for _ in range(cfg.pilot_scenes):
-                self.available.update(q for q, *_ in scene_questions(sample_scene(rng, cfg, habits), cfg.grid))
+                self.available.update(q for q, *_ in scene_questions(sample_scene(rng, cfg, habits), cfg.grid,
+                                                                     cfg.question_design))
         self._cache: dict[str, float] = {}
 
     def __call__(self, question: str) -> float:
@@ -361,12 +425,13 @@ class QuestionWeights:
 # Writing the world in the VQA v2 layout
 
 
-def generate_world(cfg: WorldConfig, root: Path) -> dict:
+def generate_world(cfg: WorldConfig, root: Path, images: bool = True) -> dict:
     """Write images, questions, annotations and answer-prompt templates under `root` (VQA v2 layout).
 
     Each image is asked `questions_per_image` of the questions it answers, drawn without replacement
     in proportion to their popularity; `max_per_question` caps how often one question is asked.
-    Returns summary statistics.
+    With `images=False` no scene is drawn: the labels are the same (pixels come from a stream of their
+    own), which is all a calibration of label statistics reads. Returns summary statistics.
     """
     root = Path(root)
     rng = np.random.default_rng([cfg.seed, 0])
@@ -383,14 +448,16 @@ def generate_world(cfg: WorldConfig, root: Path) -> dict:
         questions, annotations = [], []
         for image_id in tqdm(image_ids, desc=f"world {split}", leave=False):
             objects = sample_scene(rng, cfg, habits)
-            # pixels from a stream of their own, so no label depends on how scenes are drawn
-            render_scene(objects, cfg, np.random.default_rng([cfg.seed, 5, image_id])).save(
-                img_dir / f"{image_name(split, image_id)}.png")
-            candidates = [c for c in scene_questions(objects, cfg.grid) if asked[c[0]] < (
+            if images:   # pixels from a stream of their own, so no label depends on how scenes are drawn
+                render_scene(objects, cfg, np.random.default_rng([cfg.seed, 5, image_id])).save(
+                    img_dir / f"{image_name(split, image_id)}.png")
+            candidates = [c for c in scene_questions(objects, cfg.grid, cfg.question_design) if asked[c[0]] < (
                 cfg.max_per_filtered_question if c[3] in FILTERED_FAMILIES else cfg.max_per_question)]
             if not candidates:
                 continue
-            w = np.array([weight(c[0]) for c in candidates])
+            # people ask how many where there are several: a count is asked in proportion to n^count_salience
+            w = np.array([weight(c[0]) * (int(c[1]) ** cfg.count_salience if c[3] == "count" else 1.0)
+                          for c in candidates])
             picked = rng.choice(len(candidates), size=min(cfg.questions_per_image, len(candidates)), replace=False,
                                 p=w / w.sum())
             for k, idx in enumerate(sorted(picked)):

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from hyperclip_lib.metavqa import PAPER_STATISTICS, Task, TaskSplit, load_meta_vqa
-from hyperclip_lib.splitstats import (authors_split_dir, gap_share_interval, leakage, minilm_embedder, question_kind,
-                                      question_mix, reference_accuracies, split_statistics)
+from hyperclip_lib.splitstats import (LABEL_BANDS, MIX_BANDS, authors_split_dir, band_misses, gap_share_interval,
+                                      leakage, minilm_embedder, question_kind, question_mix, reference_accuracies,
+                                      split_statistics)
 
 AUTHORS = authors_split_dir()
 
@@ -111,3 +112,11 @@ def test_the_question_only_prior_on_the_authors_split(authors_split):
     assert 36 < stats["question-only prior: gap share, 95% interval over test tasks (high)"] < 52
     assert stats["nearest train question: median cosine"] == pytest.approx(0.90, abs=0.005)
     assert stats["nearest train question: share > 0.95 (%)"] == pytest.approx(29, abs=1)
+    assert not band_misses(stats, {**LABEL_BANDS, **MIX_BANDS}), "the real split is what the bands were measured on"
+
+
+def test_band_misses_names_each_statistic_outside_its_band_or_not_measured():
+    bands = {"a": (1, 2), "b": (None, 5), "c": (0, None), "d": (0, 1)}
+    misses = band_misses({"a": 2.5, "b": 5.0, "c": -1.0}, bands)
+    assert misses == ["a: 2.50 outside [1, 2]", "c: -1.00 outside [0, ]", "d: not measured outside [0, 1]"]
+    assert band_misses({"a": 1.0, "b": -3.0, "c": 0.0, "d": 1.0}, bands) == []

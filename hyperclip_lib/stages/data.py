@@ -80,7 +80,7 @@ def encoder_backend(cfg: Config) -> str:
 
 
 def world_clip_config(cfg: Config) -> dict:
-    return stage_key("world_clip", clip=dataclasses.asdict(cfg.world_clip), scenes=scene_config(cfg.world),
+    return stage_key("world_clip", clip=encoders.world_clip_fields(cfg.world_clip), scenes=scene_config(cfg.world),
                      text_tower=encoders.MINILM_PACKAGE)
 
 
