@@ -68,6 +68,9 @@ class DataConfig:
     image_features: str | None = None  # a features file (`hyperclip extract-features`): image features made
                                   # elsewhere by encoder.model / encoder.pretrained; no image is read
     split_seed: int = 2021        # the authors' seed for every Meta-VQA split
+    validation_fraction: float = 0.0  # share of meta-train tasks held out as meta-validation, on which the
+                                  # baselines' schedules are chosen; no method trains on them (world v2: 0)
+    validation_seed: int = 0      # draws the meta-validation tasks: one split for every run seed
 
 
 @dataclass(frozen=True)

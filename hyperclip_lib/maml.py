@@ -86,20 +86,40 @@ def evaluate(family: Family, params: dict, tasks: TaskTensors, cfg: BaseModelCon
 
 def train(family: Family, params: dict, training: str, method_cfg: MethodConfig, cfg: BaseModelConfig,
           train_tasks: TaskTensors, pool: torch.Tensor, seed: int, test_tasks: TaskTensors | None = None,
-          desc: str = "train") -> dict:
+          desc: str = "train", validation: TaskTensors | None = None, select_on: str = "zero_shot") -> dict:
     """Adam on `params` over meta-batches of tasks drawn from `pool` (indices into train_tasks),
     `method_cfg.epochs` passes over the pool. Returns the history: loss per step and, at
-    `cfg.curve_points` points, the meta-test zero-shot accuracy (for curves, not for selection)."""
+    `cfg.curve_points` points, the meta-test zero-shot accuracy (for curves, not for selection).
+
+    With `validation` tasks, the schedule is chosen on them (early stopping): at the start and at the same
+    points, their mean `select_on` accuracy ("zero_shot", or "few_shot" after the few-shot adaptation with the
+    inner lr); `params` end as they were at the best point (the first, on ties), which the history names."""
     history = {"step": [], "loss": [], "grad_norm": [], "curve_step": [], "curve_zero_shot": []}
     if training == "none":
         return history
+    if select_on not in ("zero_shot", "few_shot"):
+        raise ValueError(f"select_on is {select_on!r}; expected 'zero_shot' or 'few_shot'")
+    best: dict = {}
+
+    def validate(step: int) -> None:
+        scores = evaluate(family, params, validation, cfg,
+                          few_shot_lr=method_cfg.inner_lr if select_on == "few_shot" else None)
+        accuracy = scores[select_on].mean().item()
+        history.setdefault("validation_step", []).append(step)
+        history.setdefault(f"validation_{select_on}", []).append(accuracy)
+        if not best or accuracy > best["accuracy"]:
+            best.update(accuracy=accuracy, step=step, params={k: v.detach().clone() for k, v in params.items()})
+
     rng = torch.Generator().manual_seed(seed)
     leaves = list(params.values())
     optimizer = torch.optim.Adam(leaves, lr=method_cfg.lr)
     per_epoch = math.ceil(len(pool) / cfg.meta_batch)
     total = method_cfg.epochs * per_epoch
-    checks = set(torch.linspace(0, total, cfg.curve_points + 1).round().long().tolist()[1:]) if test_tasks else set()
+    points = set(torch.linspace(0, total, cfg.curve_points + 1).round().long().tolist()[1:])
+    checks = points if test_tasks else set()
     step = 0
+    if validation is not None:
+        validate(0)
     with tqdm(total=total, desc=desc, leave=False) as bar:
         for _ in range(method_cfg.epochs):
             order = pool[torch.randperm(len(pool), generator=rng)]
@@ -125,8 +145,15 @@ def train(family: Family, params: dict, training: str, method_cfg: MethodConfig,
                     acc = evaluate(family, params, test_tasks, cfg, few_shot_lr=None)
                     history["curve_step"].append(step)
                     history["curve_zero_shot"].append(acc["zero_shot"].mean().item())
+                if validation is not None and step in points:
+                    validate(step)
                 bar.update()
                 bar.set_postfix(loss=f"{loss:.3f}")
+    if validation is not None:
+        with torch.no_grad():
+            for k, v in params.items():
+                v.copy_(best["params"][k])
+        history["chosen_step"] = best["step"]
     return history
 
 

@@ -96,8 +96,12 @@ def calibration_bars(summary: dict[str, dict[str, float]]):
 
 
 def baseline_curves(results, floor: float | None = None):
-    """Left: each method's training loss (smoothed). Right: meta-test zero-shot accuracy along training."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 3.8))
+    """Left: each method's training loss (smoothed). Middle: meta-test zero-shot accuracy along training. Right,
+    when schedules were chosen on meta-validation: the validation accuracy each was chosen on, the chosen point
+    ringed."""
+    validated = any("validation_step" in r.history for r in results)
+    fig, axes = plt.subplots(1, 3 if validated else 2, figsize=(19 if validated else 13, 3.8))
+    a, b = axes[:2]
     for i, r in enumerate(results):
         share = r.record["descriptor_fraction"]
         h, color = r.history, f"C{i % 10}"
@@ -106,11 +110,23 @@ def baseline_curves(results, floor: float | None = None):
             continue
         a.plot(*moving_mean(h["step"], h["loss"], 30)[:2], color=color, label=name)
         b.plot(h["curve_step"], h["curve_zero_shot"], "o-", ms=3, color=color, label=name)
+        if "validation_step" in h:
+            metric = next(k for k in h if k.startswith("validation_") and k != "validation_step")
+            curve = h[metric]
+            axes[2].plot(h["validation_step"], curve, "o-", ms=3, color=color,
+                         label=f"{name} ({metric.removeprefix('validation_').replace('_', '-')})")
+            axes[2].plot(h["chosen_step"], curve[h["validation_step"].index(h["chosen_step"])], "o", ms=9,
+                         mfc="none", color=color)
     a.set(xlabel="optimiser step", ylabel="outer loss (moving mean)", yscale="log", title="training loss")
     if floor is not None:
         b.axhline(floor, color="k", ls="--", lw=1, label="CLIP as base model (floor)")
     b.set(xlabel="optimiser step", ylabel="zero-shot accuracy (%)", title="meta-test zero-shot along training")
-    b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if validated:
+        axes[2].set(xlabel="optimiser step", ylabel="accuracy (%)", title="meta-validation: what each schedule is "
+                    "chosen on (ringed)")
+        axes[2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

@@ -39,7 +39,7 @@ class Workbook:
 
     @cached_property
     def train_tasks(self) -> TaskTensors:
-        return TaskTensors.from_tasks(self.features, self.data.split.train)
+        return TaskTensors.from_tasks(self.features, self.data.train_tasks)
 
     @cached_property
     def test_tasks(self) -> TaskTensors:

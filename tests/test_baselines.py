@@ -10,10 +10,11 @@ import pytest
 from hyperclip_lib.config import get_config, with_overrides
 from hyperclip_lib.features import FeatureMismatchError
 from hyperclip_lib.metavqa import load_meta_vqa, write_meta_vqa
+from hyperclip_lib.plots import baseline_curves
 from hyperclip_lib.records import floor_and_ceiling, load_records, save_record, summary_table, table1, table4
 from hyperclip_lib.stages import common
 from hyperclip_lib.stages.baselines import run_baseline, run_baselines, training_pool
-from hyperclip_lib.stages.data import ensure_data, prepare
+from hyperclip_lib.stages.data import ensure_data, prepare, validation_tasks
 from hyperclip_lib.store import ArtifactStore
 from hyperclip_lib.world import generate_world
 
@@ -148,3 +149,26 @@ def test_data_keys_follow_the_content_of_the_files_read(tmp_path):
     (meta / "meta_test.json").write_text(json.dumps(dict(list(split.items())[:1])))
     after = ensure_data(released, store)
     assert after.source != before and len(after.split.test) == 1
+
+
+def test_meta_validation_tasks_are_held_out_of_training_and_choose_the_schedule(ci, tmp_path):
+    cfg, _, _ = ci
+    held = with_overrides(cfg, {"data.validation_fraction": 0.25, "data.validation_seed": 3})
+    store = ArtifactStore(tmp_path)
+    prepared = prepare(held, store)
+    data, features = prepared["data"], prepared["features"]
+    n = len(data.split.train)
+    assert len(data.validation) == round(n / 4) and data.validation == tuple(sorted(set(data.validation)))
+    assert {t.question for t in data.train_tasks} | {t.question for t in data.validation_tasks} == \
+        {t.question for t in data.split.train}
+    assert not {t.question for t in data.train_tasks} & {t.question for t in data.validation_tasks}
+    assert data.validation == validation_tasks(n, 0.25, 3) != validation_tasks(n, 0.25, 4)
+    assert ensure_data(cfg, store).validation == () and "validation" not in ensure_data(cfg, store).source
+    result = run_baseline(held, "Uncond. Multitask", data, features, store)
+    rec = result.record
+    assert rec["details"]["training_tasks"] == n - len(data.validation)
+    assert len(baseline_curves([result], 40.0).axes) == 3   # the validation curve gets its panel
+    assert rec["details"]["selected_on"] == "zero_shot" and rec["details"]["validation_tasks"] == len(data.validation)
+    assert 0 <= rec["details"]["chosen_step"] <= rec["details"]["optimizer_steps"]
+    with pytest.raises(ValueError, match="data.validation_fraction"):
+        validation_tasks(10, 1.0, 0)

@@ -13,6 +13,7 @@ from hyperclip_lib.models.adapter import AdapterSpec, adapter_logits
 from hyperclip_lib.config import BaseModelConfig, MethodConfig
 from hyperclip_lib.maml import adapt, clipped_step, evaluate, finetune_dataset, meta_loss, train, weights_accuracy
 from hyperclip_lib.models.families import RECIPES, AdapterFamily, FiLMFamily, HyperNetFamily, make_family, task_losses
+from hyperclip_lib.stages.baselines import selection_metric
 from hyperclip_lib.taskdata import Batch, described_tasks
 
 
@@ -290,3 +291,32 @@ def test_a_meta_batch_in_size_sorted_parts_gives_the_whole_batchs_meta_gradient(
         assert whole["loss"] == pytest.approx(parted["loss"], rel=1e-5)
         assert all(torch.allclose(p_whole[k], p_parted[k], atol=1e-5) for k in p_whole)
         assert not all(torch.equal(p_whole[k], p_parted[k]) for k in p_whole)   # the parts really ran apart
+
+
+@pytest.mark.parametrize("method,cfg", [
+    ("Uncond. Multitask", MethodConfig(epochs=12, lr=1e-2, inner_lr=0.05)),
+    ("Uncond. MNet-FOMAML", MethodConfig(epochs=6, lr=1e-2, inner_lr=0.05, inner_steps_max=2)),
+])
+def test_a_schedule_chosen_on_validation_tasks_ends_at_its_best_point(method, cfg, toy_tasks):
+    """Early stopping on meta-validation: scored at the start and at every curve point, by the metric the rule
+    gives the method; the parameters end as they were at the best point."""
+    family, base = toy_setup(method)
+    base = dataclasses.replace(base, curve_points=4)
+    train_tasks, validation = toy_tasks(48, seed=0), toy_tasks(16, seed=2)
+    select_on = selection_metric(RECIPES[method])
+    assert select_on == ("zero_shot" if method == "Uncond. Multitask" else "few_shot")
+    params = leaf_params(family)
+    history = train(family, params, RECIPES[method].training, cfg, base, train_tasks, torch.arange(48), seed=0,
+                    validation=validation, select_on=select_on)
+    curve = history[f"validation_{select_on}"]
+    total = len(history["step"])
+    assert history["validation_step"] == [0] + [round(total * k / 4) for k in range(1, 5)]
+    best = max(range(len(curve)), key=lambda i: (curve[i], -i))
+    assert history["chosen_step"] == history["validation_step"][best]
+    few_lr = cfg.inner_lr if select_on == "few_shot" else None
+    assert evaluate(family, params, validation, base, few_shot_lr=few_lr)[select_on].mean().item() == curve[best]
+    assert curve[best] > curve[0] + 10   # it learnt: the best point is not the untrained start
+    # without validation tasks the same training ends at its last step, as before
+    plain = leaf_params(family)
+    plain_history = train(family, plain, RECIPES[method].training, cfg, base, train_tasks, torch.arange(48), seed=0)
+    assert "chosen_step" not in plain_history and plain_history["loss"] == history["loss"]

@@ -44,6 +44,12 @@ def recipe_and_config(cfg: Config, method: str) -> tuple[Recipe, object]:
     return recipe, getattr(cfg, recipe.section)
 
 
+def selection_metric(recipe: Recipe) -> str:
+    """What a baseline's schedule is chosen on, by one rule for all: a method trained to be adapted (MAML,
+    FOMAML) on its validation accuracy after few-shot adaptation, any other on its zero-shot accuracy."""
+    return "few_shot" if recipe.training in ("maml", "fomaml") else "zero_shot"
+
+
 def adapter_scorer(cfg: Config, features: FeatureStore) -> AdapterFamily:
     """Scores any adapter weights W on any task: the model family whose inner variable is W itself."""
     return AdapterFamily(AdapterSpec(features.dim, cfg.base.hidden))
@@ -95,20 +101,25 @@ def run_baseline(cfg: Config, method: str, data: Data, features: FeatureStore,
         with timed(timings, "wall_s"):
             with timed(timings, "train_s"):
                 torch.manual_seed(cfg.base.seed)
-                train_tasks = TaskTensors.from_tasks(features, data.split.train).to(cfg.base.device)
+                train_tasks = TaskTensors.from_tasks(features, data.train_tasks).to(cfg.base.device)
                 test_tasks = TaskTensors.from_tasks(features, data.split.test).to(cfg.base.device)
                 params = {k: v.to(cfg.base.device).requires_grad_(True)
                           for k, v in family.init_params(torch.Generator().manual_seed(cfg.base.seed)).items()}
                 pool = training_pool(cfg, method, len(train_tasks))
+                validation = (TaskTensors.from_tasks(features, data.validation_tasks).to(cfg.base.device)
+                              if data.validation else None)
                 history = train(family, params, recipe.training, method_cfg, cfg.base, train_tasks, pool,
-                                cfg.base.seed, test_tasks, desc=method)
+                                cfg.base.seed, test_tasks, desc=method, validation=validation,
+                                select_on=selection_metric(recipe))
             scores = evaluate(family, params, test_tasks, cfg.base, few_shot_lr=method_cfg.inner_lr, progress=True)
         record = Record(
             "baseline", method, cfg.profile, cfg.base.seed,
             cfg.base.descriptor_fraction if recipe.conditional else 1.0, test_tasks.questions,
             scores["n_query"].tolist(), {m: scores[m].tolist() for m in ("zero_shot", "few_shot")},
             config_hash(key), timings,
-            details={"training_tasks": len(pool), "optimizer_steps": len(history["step"])},
+            details={"training_tasks": len(pool), "optimizer_steps": len(history["step"]),
+                     **({"validation_tasks": len(data.validation), "selected_on": selection_metric(recipe),
+                         "chosen_step": history["chosen_step"]} if "chosen_step" in history else {})},
             compute=numerics.of_key(key, device=cfg.base.device))
         torch.save({k: v.detach().cpu() for k, v in params.items()}, folder / "params.pt")
         atomic_write_json(folder / "history.json", history)

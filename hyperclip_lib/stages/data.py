@@ -19,7 +19,7 @@ import torch
 from .. import encoders
 from ..config import Config
 from ..features import FeatureFile, FeatureFileError, FeatureStore
-from ..metavqa import (MetaVQAError, SPLITS, TaskSplit, annotation_file, build_meta_vqa, find_image,
+from ..metavqa import (MetaVQAError, SPLITS, Task, TaskSplit, annotation_file, build_meta_vqa, find_image,
                        load_meta_vqa, prompt_file, question_file, read_json, write_meta_vqa)
 from ..store import MANIFEST, ArtifactError, ArtifactStore, config_hash, file_sha256
 from ..world import generate_world, scene_config
@@ -28,11 +28,30 @@ from .common import stage_key
 
 @dataclass
 class Data:
-    """A built benchmark: where its VQA files live, its tasks, and its answer-prompt templates."""
+    """A built benchmark: where its VQA files live, its tasks, and its answer-prompt templates. `validation`
+    indexes the meta-train tasks held out as meta-validation: methods train on `train_tasks`, the rest."""
     vqa_root: Path
     split: TaskSplit
     templates: dict[str, str]
     source: dict
+    validation: tuple[int, ...] = ()
+
+    @property
+    def train_tasks(self) -> tuple[Task, ...]:
+        held_out = set(self.validation)
+        return tuple(t for i, t in enumerate(self.split.train) if i not in held_out)
+
+    @property
+    def validation_tasks(self) -> tuple[Task, ...]:
+        return tuple(self.split.train[i] for i in self.validation)
+
+
+def validation_tasks(n_train: int, fraction: float, seed: int) -> tuple[int, ...]:
+    """Indices of the meta-train tasks held out as meta-validation: a `fraction` of them drawn by `seed`."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"data.validation_fraction: expected a share in [0, 1), got {fraction}")
+    n = round(fraction * n_train)
+    return tuple(sorted(torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:n].tolist()))
 
 
 def _source_id(cfg: Config, store: ArtifactStore) -> tuple[Path, dict]:
@@ -67,7 +86,10 @@ def ensure_data(cfg: Config, store: ArtifactStore | None = None) -> Data:
         source = {**source, "metavqa": meta.name}
     prompts = prompt_file(root)
     templates = read_json(prompts) if prompts.exists() else {}
-    return Data(root, TaskSplit.from_meta(meta_train, meta_test), templates, source)
+    validation = validation_tasks(len(meta_train), cfg.data.validation_fraction, cfg.data.validation_seed)
+    if validation:   # in the source, so every stage downstream keys on which tasks it may train on
+        source = {**source, "validation": {"fraction": cfg.data.validation_fraction, "seed": cfg.data.validation_seed}}
+    return Data(root, TaskSplit.from_meta(meta_train, meta_test), templates, source, validation)
 
 
 def encoder_backend(cfg: Config) -> str:

@@ -59,7 +59,7 @@ def ensure_finetuned(cfg: Config, source: str, data: Data, features: FeatureStor
 
     def build(folder):
         out = {}
-        for split, tasks, per_task, random_splits in (("train", data.split.train, cfg.generator.finetune_per_task, True),
+        for split, tasks, per_task, random_splits in (("train", data.train_tasks, cfg.generator.finetune_per_task, True),
                                                       ("test", data.split.test, 1, False)):
             tensors = TaskTensors.from_tasks(features, tasks).to(cfg.base.device)
             ft = finetune_dataset(base.family, base.params, tensors, per_task, cfg.generator.finetune_steps, lr,
@@ -100,7 +100,7 @@ def ensure_hvae(cfg: Config, data: Data, features: FeatureStore,
                    torch.Generator().manual_seed(cfg.base.seed)).to(cfg.base.device)
         history = train_hvae(vae, train_set.weights, train_set.task, g, cfg.base.seed)
         record = {}
-        for split, tasks, label in (("train", data.split.train, RECONSTRUCTION_ROWS[0]),
+        for split, tasks, label in (("train", data.train_tasks, RECONSTRUCTION_ROWS[0]),
                                     ("test", data.split.test, RECONSTRUCTION_ROWS[1])):
             ft = finetuned[split]
             tensors = TaskTensors.from_tasks(features, tasks).to(cfg.base.device)

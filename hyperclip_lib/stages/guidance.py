@@ -60,7 +60,7 @@ def run_hyperclip_guidance(cfg: Config, name: str, data: Data, features: Feature
     finetuned = ensure_finetuned(cfg, FINETUNE_SOURCE[name], data, features, store)
     key = hyperclip_key(cfg, name, data, features)
     scorer = adapter_scorer(cfg, features)
-    train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)
+    train_tasks = TaskTensors.from_tasks(features, data.train_tasks).to(device)
     test_tasks = TaskTensors.from_tasks(features, data.split.test).to(device)
     described = described_tasks(len(train_tasks), cfg.base.descriptor_fraction, cfg.base.seed).to(device)
 

@@ -90,7 +90,7 @@ def ensure_ldm(cfg: Config, name: str, data: Data, features: FeatureStore,
     """HyperLDM trained on `name`'s latents of the meta-train networks."""
     store = store or ArtifactStore()
     device = cfg.base.device
-    train_tasks = TaskTensors.from_tasks(features, data.split.train).to(device)
+    train_tasks = TaskTensors.from_tasks(features, data.train_tasks).to(device)
 
     def build(folder):
         latents, task = generator_latents(cfg, name, data, features, store)
