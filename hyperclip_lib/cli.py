@@ -17,15 +17,14 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 import json
 import os
 import shlex
 import sys
+import tempfile
 import time
-from pathlib import Path
-
 from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -143,6 +142,7 @@ def cmd_world_bands(args) -> int:
     the authors' split, and the label and question-mix bands each seed misses: one calibration try."""
     given = parse_overrides(args.overrides)
     embed = minilm_embedder()
+    bands = {**LABEL_BANDS, **MIX_BANDS}
     columns, misses = {}, {}
     real = authors_split_dir()
     if real is not None:
@@ -156,13 +156,12 @@ def cmd_world_bands(args) -> int:
         families = Counter(question_family(t.question) for t in split.all_tasks())
         stats.update({f"tasks of family {f} (%)": 100 * n / len(split.all_tasks()) for f, n in sorted(families.items())})
         columns[f"seed {seed}"] = stats
-        misses[seed] = band_misses(stats, {**LABEL_BANDS, **MIX_BANDS})
+        misses[seed] = band_misses(stats, bands)
     names = list(dict.fromkeys(k for c in columns.values() for k in c))
     width = max(map(len, names))
     print(f"world {args.profile} {' '.join(args.overrides)}")
     print(f"{'':{width}s}  " + "  ".join(f"{c:>9s}" for c in columns) + "  band")
     for name in names:
-        bands = {**LABEL_BANDS, **MIX_BANDS}
         low, high = bands.get(name, (None, None))
         band = "" if name not in bands else f"[{'' if low is None else low}, {'' if high is None else high}]"
         print(f"{name:{width}s}  " + "  ".join(f"{c.get(name, float('nan')):9.2f}" for c in columns.values())
