@@ -47,6 +47,7 @@ def scene_description(objects: list[SceneObject], grid: int) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+ALT_TEXTS_PER_SCENE = 3   # fixed captions per pretraining scene in the "alt-text" style
 ROUGH_PLACES = {"row": ("at the top", "in the middle", "at the bottom"), "col": ("on the left", "in the middle",
                                                                                   "on the right")}
 

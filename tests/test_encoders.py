@@ -221,3 +221,35 @@ def test_a_features_file_that_is_not_one_is_named(tmp_path):
     np.savez(tmp_path / "y.npz", image_names=np.array(["a"]))
     with pytest.raises(FeatureFileError, match=r"y.npz: field 'encoder' missing"):
         FeatureFile.load(tmp_path / "y.npz")
+
+
+def test_alt_text_captions_name_only_what_the_scene_holds(ci_cfg):
+    from hyperclip_lib.captions import ROUGH_PLACES, alt_text
+    from hyperclip_lib.world import COLORS, COUNT_WORDS, plural, sample_scene, world_habits
+    world = dataclasses.replace(ci_cfg.world, repeat_prob=0.5, max_objects=9)
+    rng, habits = np.random.default_rng(0), world_habits(world)
+    numbers = {w: n for n, w in COUNT_WORDS.items()}
+    places = [p for axis in ROUGH_PLACES.values() for p in axis]
+    for _ in range(200):
+        objects = sample_scene(rng, world, habits)
+        caption = alt_text(objects, world.grid, rng)
+        for part in caption.replace(" and ", ", ").split(", "):
+            place = next((p for p in places if part.endswith(" " + p)), None)
+            words = part.removesuffix(" " + place).split() if place else part.split()
+            group = [o for o in objects if words[-1] in (o.shape, plural(o.shape))]
+            assert group, (caption, objects)
+            if words[0] in numbers:
+                assert numbers[words[0]] == len(group) > 1, caption
+            for color in set(words) & set(COLORS):
+                assert {o.color for o in group} == {color}, caption
+        assert " of " not in caption and "top left" not in caption   # no relation, no cell's name
+
+
+def test_alt_text_training_embeds_a_fixed_caption_set_once(ci_cfg, tmp_path, monkeypatch):
+    cfg = dataclasses.replace(ci_cfg.world_clip, caption_style="alt-text", steps=3)
+    calls = []
+    pooled = FrozenTextCache.pooled
+    monkeypatch.setattr(FrozenTextCache, "pooled", lambda self, texts: calls.append(len(self.cache)) or pooled(self, texts))
+    history = train_world_clip(cfg, ci_cfg.world, tmp_path)
+    assert len(history["loss"]) == 3 and all(np.isfinite(history["loss"]))
+    assert calls[0] == 0 and len(set(calls[1:])) == 1, "every caption a step uses was embedded before training"
