@@ -269,7 +269,10 @@ _LINE_SUBJECT = ".+ in the (?:" + "|".join(LINES) + ")"
 
 
 def _family_pattern(family: str, phrasing: str) -> str:
-    subject = {"line-shape": _LINE_SUBJECT}.get(family, _RELATION_SUBJECT if family.startswith("relation") else ".+")
+    if family == "line-shape":
+        subject = _LINE_SUBJECT
+    else:
+        subject = _RELATION_SUBJECT if family.startswith("relation") else ".+"
     return re.escape(phrasing).replace(re.escape("{s}"), f"({subject})")
 
 
@@ -338,45 +341,35 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2) -> l
                     o = unique(lambda o: o.color == color and in_line(o, line, grid) and (size is None or o.size == size))
                     if o:
                         ask("line-shape", phrase(size, color, "object in the", line), o.shape)
-    refs = [(c, s) for c in (None, *COLORS) for s in SHAPES]
-    if design >= 3:
-        # where a kind or a coloured thing is; what is beside a reference, in one direction per reference and
-        # attribute (left of, right of, above or below, chosen by a hash)
+    def fits(o, size, color, shape) -> bool:
+        return (size is None or o.size == size) and (color is None or o.color == color) and (shape is None or o.shape == shape)
+
+    if design >= 3:   # where a kind or a coloured thing is
         for size, color, shape in [(None, None, s) for s in SHAPES] + [(z, c, None) for z in (None, *SIZES) for c in COLORS]:
-            o = unique(lambda o: (size is None or o.size == size) and (color is None or o.color == color)
-                       and (shape is None or o.shape == shape))
+            o = unique(lambda o: fits(o, size, color, shape))
             if o:
                 ask("position", phrase(size, color, shape or "object"), position_name(o.row, o.col, grid))
-        for color, shape in refs:
-            ref = unique(lambda o: o.shape == shape and (color is None or o.color == color))
-            if ref is None:
-                continue
-            for family in ("relation-color", "relation-shape"):
-                relation = list(RELATIONS)[stable_hash(family, color, shape) % len(RELATIONS)]
+    # what is beside a reference, per reference and attribute in directions chosen by a hash: world v2 one per
+    # axis (left of / right of, above / below), also asking where a coloured kind is; world v3 one in all
+    for color, shape in [(c, s) for c in (None, *COLORS) for s in SHAPES]:
+        ref = unique(lambda o: fits(o, None, color, shape))
+        if ref is None:
+            continue
+        if color and design < 3:
+            ask("position", phrase(color, shape), position_name(ref.row, ref.col, grid))
+        for family in ("relation-color", "relation-shape"):
+            relations = ([list(RELATIONS)[stable_hash(family, color, shape) % len(RELATIONS)]] if design >= 3 else
+                         [axis[stable_hash(family, color, shape, *axis) % 2]
+                          for axis in (("left of", "right of"), ("above", "below"))])
+            for relation in relations:
                 near = related_objects(objects, ref, relation)
                 if len(near) == 1:
                     ask(family, f"{relation} the {phrase(color, shape)}", getattr(near[0], family.split("-")[1]))
-    else:
-        # where a coloured kind is, and what is beside a reference: per reference and attribute, one
-        # horizontal and one vertical direction (left of / right of, above / below) chosen by a hash
-        for color, shape in refs:
-            ref = unique(lambda o: o.shape == shape and (color is None or o.color == color))
-            if ref is None:
-                continue
-            if color:
-                ask("position", phrase(color, shape), position_name(ref.row, ref.col, grid))
-            for family in ("relation-color", "relation-shape"):
-                for axis in (("left of", "right of"), ("above", "below")):
-                    relation = axis[stable_hash(family, color, shape, *axis) % 2]
-                    near = related_objects(objects, ref, relation)
-                    if len(near) == 1:
-                        ask(family, f"{relation} the {phrase(color, shape)}", getattr(near[0], family.split("-")[1]))
     # counting, asked only where at least one object matches (VQA rarely counts absent things); in design 3
     # also by two attributes, and things of at most one attribute within one row or column
     for size, color, shape in COUNT_FILTERS if design >= 3 else COUNT_FILTERS[:1 + len(SIZES) + len(COLORS) + len(SHAPES)]:
         for line in (None, *LINES) if design >= 3 and shape is None and (size is None or color is None) else (None,):
-            n = sum(1 for o in objects if (size is None or o.size == size) and (color is None or o.color == color)
-                    and (shape is None or o.shape == shape) and (line is None or in_line(o, line, grid)))
+            n = sum(1 for o in objects if fits(o, size, color, shape) and (line is None or in_line(o, line, grid)))
             if n:
                 ask("count", phrase(size, color, plural(shape) if shape else "objects", line and f"in the {line}"),
                     str(n))
