@@ -149,6 +149,19 @@ def size_sorted_chunks(sizes: torch.Tensor, chunk: int) -> tuple[torch.Tensor, .
     return torch.argsort(sizes.cpu(), stable=True).split(chunk)
 
 
+# At most this many floats in one chunk of weight vectors (1 GiB): the `paper` adapter has 394,240 weights, so a
+# set of 1,740 fine-tuned networks is 2.7 GB and anything computed from all of it at once (standardised copies,
+# decoded weights) takes as much again. `ci` and `quick` sets fit in one chunk, so their results are those of one
+# pass; a constant, so chunks (and the last bits of what they compute) are the same whatever the machine.
+ROW_CHUNK_ELEMENTS = 2 ** 28
+
+
+def row_chunks(n_rows: int, width: int, max_elements: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Row indices 0..n_rows-1 in consecutive chunks of at most `max_elements` (default `ROW_CHUNK_ELEMENTS`)
+    / `width` rows (at least one)."""
+    return torch.arange(n_rows).split(max(1, (max_elements or ROW_CHUNK_ELEMENTS) // max(1, width)))
+
+
 def described_tasks(n_tasks: int, fraction: float, seed: int) -> torch.Tensor:
     """Bool mask of the training tasks whose descriptor (question) is kept (paper §6.2, Fig. 5B)."""
     if not 0.0 < fraction <= 1.0:

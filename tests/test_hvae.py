@@ -100,3 +100,15 @@ def test_layers_are_he_normal_from_the_given_generator_and_compute_x_w_plus_b():
     assert vae.encoder[0].bias.abs().max() == 0
     x = torch.randn(3, 6)
     torch.testing.assert_close(vae.encoder[0](x), x @ first.T)
+
+
+def test_latent_means_in_row_chunks_are_those_of_one_pass(monkeypatch):
+    """At `paper` size a fine-tuned set is encoded in chunks of rows; the result must not depend on it."""
+    g = torch.Generator().manual_seed(0)
+    weights = torch.randn(37, 20, generator=g)
+    vae = HVAE(Standardizer.fit(weights), (16, 8), 3, g)
+    whole = vae.latent_means(weights)
+    monkeypatch.setattr("hyperclip_lib.taskdata.ROW_CHUNK_ELEMENTS", 8 * 20)   # chunks of 8 rows
+    torch.testing.assert_close(vae.latent_means(weights), whole, rtol=1e-6, atol=1e-6)   # rounding may differ
+    with torch.no_grad():
+        assert torch.equal(whole, vae.encode(weights)[0])   # one chunk: exactly one pass

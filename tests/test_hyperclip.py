@@ -47,7 +47,7 @@ def test_guidance_raises_the_cosine_and_the_penalty_keeps_z_close():
     assert (near - z0).norm(dim=-1).mean() < (far - z0).norm(dim=-1).mean()
 
 
-def test_hyperclip_learns_to_infer_the_task_of_a_network():
+def test_hyperclip_learns_to_infer_the_task_of_a_network(monkeypatch):
     """Networks of task t are a noisy copy of a task-specific code; questions are another view of it."""
     g = torch.Generator().manual_seed(0)
     n_tasks, per_task = 40, 3
@@ -67,3 +67,10 @@ def test_hyperclip_learns_to_infer_the_task_of_a_network():
     # the temperature is learnt, as CLIP's: separable pairs sharpen it from its initial logit scale of 10
     assert history["logit_scale"][0] > 10 and 10 < history["logit_scale"][-1] <= 100
     assert model.logit_scale.item() == pytest.approx(history["logit_scale"][-1])
+    # Scored over some rows (the described tasks' networks), in row chunks: as over a copy of just those rows.
+    rows = torch.arange(0, len(task), 3)
+    subset = FineTuned(task[rows], weights[rows], weights[rows])
+    expected = task_inference(model, subset, text)
+    monkeypatch.setattr("hyperclip_lib.taskdata.ROW_CHUNK_ELEMENTS", 8 * weights.shape[1])   # chunks of 8 rows
+    assert task_inference(model, data, text, rows=rows) == expected
+    assert task_inference(model, data, text) == after

@@ -15,7 +15,7 @@ from hyperclip_lib.models.hvae import Standardizer
 from hyperclip_lib.models.hyperldm import (SAMPLER_STEPS, HyperLDMNet, TrainedLDM, guided_noise, ldm_sampler,
                                            make_scheduler, sample, train_ldm, update_ema)
 from hyperclip_lib.models.latent import LatentGenerator
-from hyperclip_lib.stages.hyperldm import tasks_by_guidance
+from hyperclip_lib.stages.hyperldm import sample_and_score, tasks_by_guidance
 from hyperclip_lib.widgets import GammaExplorer
 
 
@@ -203,3 +203,23 @@ def test_the_gamma_explorer_can_open_on_the_task_guidance_moves_most(toy_tasks):
     accuracy = lambda task, gamma: np.mean([r["accuracy"] for r in view.draw_networks(task, gamma)[1]])
     assert accuracy(2, 0.0) != accuracy(2, 4.0) and accuracy(0, 0.0) == accuracy(0, 4.0)
     assert view.most_moved_task([0, 1, 2, 3]) == 2
+
+
+def test_sampled_networks_scored_in_row_chunks_score_as_in_one_pass(toy_tasks, monkeypatch):
+    """At `paper` size every sample's decoded weights at once take GBs, so they are decoded and scored in chunks
+    of rows; the accuracies must not depend on it."""
+    tasks = toy_tasks(5)
+    spec = AdapterSpec(8, 4)
+    torch.manual_seed(0)
+    A = torch.randn(2, spec.n_params, generator=torch.Generator().manual_seed(0)) * 0.5
+    gen = LatentGenerator("toy", 2, lambda z: z @ A)
+    ema = HyperLDMNet(2, tasks.text.shape[1], (8, 8, 8), 4)
+    nn.init.normal_(ema.output.weight, std=0.3)
+    ldm = TrainedLDM(None, ema, Standardizer(torch.zeros(2), torch.ones(2)), {})
+    score = lambda: sample_and_score(ldm, gen, AdapterFamily(spec), tasks, [0.0, 1.5, 3.0], 3,
+                                     make_scheduler("ddim", 50, 1e-4, 0.06), 10, seed=1)
+    whole = score()
+    monkeypatch.setattr("hyperclip_lib.taskdata.ROW_CHUNK_ELEMENTS", 8 * spec.n_params)   # 45 rows in chunks of 8
+    chunked = score()
+    assert all(torch.equal(whole[k], chunked[k]) for k in whole)
+    assert 0 <= whole["accuracy"].min() and whole["accuracy"].max() <= 100 and whole["accuracy"].std() > 0

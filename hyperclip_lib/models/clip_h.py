@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..config import HyperClipConfig
 from ..maml import FineTuned
+from ..taskdata import row_chunks
 from .hvae import Linear, Standardizer
 from .latent import LatentGenerator
 
@@ -87,11 +88,18 @@ def similarity(model: HyperClip, weights: torch.Tensor, text: torch.Tensor) -> t
         return model.embed(weights) @ F.normalize(text, dim=-1).T
 
 
-def task_inference(model: HyperClip, data: FineTuned, text: torch.Tensor, k: int = 5) -> dict[str, float]:
-    """Fig. 3: for each fine-tuned network, is its own task's question the most similar of all candidate
-    questions (`text`, one per task of its split)? Top-1 and top-k accuracy (%) against chance."""
-    sim = similarity(model, data.weights, text)
-    rank = (sim > sim.gather(1, data.task[:, None])).sum(1)
+def task_inference(model: HyperClip, data: FineTuned, text: torch.Tensor, k: int = 5,
+                   rows: torch.Tensor | None = None) -> dict[str, float]:
+    """Fig. 3: for each fine-tuned network (`rows` of `data`, default all), is its own task's question the most
+    similar of all candidate questions (`text`, one per task of its split)? Top-1 and top-k accuracy (%)
+    against chance. Networks are read in row chunks, so a large set is never copied whole."""
+    rows = torch.arange(len(data.task), device=data.task.device) if rows is None else rows
+    rank = []
+    for part in row_chunks(len(rows), data.weights.shape[1]):
+        idx = rows[part.to(rows.device)]
+        sim = similarity(model, data.weights[idx], text)
+        rank.append((sim > sim.gather(1, data.task[idx][:, None])).sum(1))
+    rank = torch.cat(rank)
     n = text.shape[0]
     return {"top1": 100 * (rank == 0).float().mean().item(), f"top{k}": 100 * (rank < k).float().mean().item(),
             "chance top1": 100 / n, f"chance top{k}": 100 * min(k, n) / n, "candidates": n}

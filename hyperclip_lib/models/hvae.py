@@ -11,6 +11,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..config import GeneratorConfig
+from ..taskdata import row_chunks
 from .families import kaiming
 
 
@@ -130,6 +131,12 @@ class HVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.coordinates.inverse(self.decoder(z))
+
+    def latent_means(self, W: torch.Tensor) -> torch.Tensor:
+        """The encoder's mean latent of every row of W [M, P], without gradient, in row chunks (the `paper`
+        HVAE reads every weight: standardising all of a fine-tuned set at once would copy it)."""
+        with torch.no_grad():
+            return torch.cat([self.encode(W[rows.to(W.device)])[0] for rows in row_chunks(len(W), W.shape[1])])
 
     def elbo_terms(self, W: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-row negative log-likelihood (unit-variance Gaussian on the coordinates, up to a constant) and

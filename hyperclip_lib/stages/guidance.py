@@ -37,7 +37,7 @@ class GuidanceResult:
     history: dict
     model: HyperClip
     weight_gen: LatentGenerator
-    finetuned: dict[str, FineTuned]
+    test_networks: FineTuned   # the generator's fine-tuned networks of the meta-test tasks (on their support sets)
 
     @property
     def records(self) -> list[dict]:
@@ -96,18 +96,17 @@ def run_hyperclip_guidance(cfg: Config, name: str, data: Data, features: Feature
         z_start = weight_gen.start(len(test_tasks), torch.Generator().manual_seed(cfg.base.seed)).to(device)
         guide(weight_gen, model, test_tasks.text, z_start, h.guidance_steps, h.guidance_lambda, h.guidance_lr,
               h.guidance_optimizer, on_step)
-    rows = described[finetuned["train"].task]
-    seen_set = FineTuned(finetuned["train"].task[rows], finetuned["train"].latent[rows], finetuned["train"].weights[rows])
+    seen = described[finetuned["train"].task].nonzero().flatten()
     record = Record(
         "guidance", GUIDANCE_METHODS[name], cfg.profile, cfg.base.seed, cfg.base.descriptor_fraction,
         test_tasks.questions, (test_tasks.n_samples - test_tasks.n_support).double().tolist(),
         {"zero_shot": per_step[-1].tolist(), "unguided_zero_shot": per_step[0].tolist()},
         config_hash({**key, "hyperclip": vars(h)}), timings,
         details={"task_inference": {"held-out (meta-test)": task_inference(model, finetuned["test"], test_tasks.text),
-                                    "meta-train": task_inference(model, seen_set, train_tasks.text)},
+                                    "meta-train": task_inference(model, finetuned["train"], train_tasks.text, rows=seen)},
                  "trajectory": trajectory, "guidance": {k: getattr(h, k) for k in GUIDANCE_FIELDS}},
         compute={**numerics.of_key(key), "guidance": {**numerics.identity(), "device": device}})
-    return GuidanceResult(record.to_dict(), history, model, weight_gen, finetuned)
+    return GuidanceResult(record.to_dict(), history, model, weight_gen, finetuned["test"])
 
 
 def run_guidance_rows(cfg: Config, data: Data, features: FeatureStore, generators=GENERATORS, seeds=(0,),

@@ -20,7 +20,7 @@ from ..models.hyperldm import TrainedLDM, ldm_sampler, sample, train_ldm
 from ..models.latent import LatentGenerator
 from ..records import Record
 from ..store import ArtifactStore, atomic_write_json, config_hash
-from ..taskdata import TaskTensors, described_tasks
+from ..taskdata import TaskTensors, described_tasks, row_chunks
 from .baselines import adapter_scorer
 from .common import stage_key, sweep, timed
 from .data import Data
@@ -55,8 +55,11 @@ def sample_and_score(ldm: TrainedLDM, weight_gen: LatentGenerator, scorer: Adapt
     rows_task = torch.arange(n_tasks, device=device).repeat(len(gammas) * samples_per_task)
     rows_gamma = torch.tensor(gammas, device=device).repeat_interleave(n_tasks * samples_per_task)
     z = sample(ldm, tasks.text[rows_task], rows_gamma, scheduler, steps, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        acc = weights_accuracy(scorer, weight_gen.decode(z), tasks, rows_task)
+    acc = torch.empty(len(z), device=device)
+    for rows in row_chunks(len(z), scorer.spec.n_params):   # the decoded weights of every sample at once: GBs at `paper` size
+        rows = rows.to(device)
+        with torch.no_grad():
+            acc[rows] = weights_accuracy(scorer, weight_gen.decode(z[rows]), tasks, rows_task[rows])
     return {"latents": z, "accuracy": acc, "task": rows_task, "gamma": rows_gamma}
 
 
