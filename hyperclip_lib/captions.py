@@ -52,20 +52,22 @@ ROUGH_PLACES = {"row": ("at the top", "in the middle", "at the bottom"), "col": 
                                                                                   "on the right")}
 
 
-def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator) -> str:
+def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator, color_prob: float = 0.7,
+             number_prob: float = 0.3) -> str:
     """One alt-text-like caption: up to three kinds of the scene, large ones first, e.g. 'a red star, three
-    blue hearts on the left and a circle'."""
+    blue hearts on the left and a circle'; a kind of one colour is named with it with probability
+    `color_prob`, a group with its number with probability `number_prob` ("some" otherwise)."""
     kinds: dict[str, list[SceneObject]] = {}
     for o in sorted(objects, key=lambda o: (o.size != "large", rng.random())):
         kinds.setdefault(o.shape, []).append(o)
     parts = []
     for shape, group in list(kinds.items())[:int(rng.integers(1, 4))]:
         colors = {o.color for o in group}
-        color = group[0].color if len(colors) == 1 and rng.random() < 0.7 else None
+        color = group[0].color if len(colors) == 1 and rng.random() < color_prob else None
         if len(group) == 1:
             words = ["a", group[0].size if rng.random() < 0.3 else None, color, shape]
         else:
-            number = COUNT_WORDS[len(group)] if rng.random() < 0.3 else "some"
+            number = COUNT_WORDS[len(group)] if rng.random() < number_prob else "some"
             words = [number, color, plural(shape)]
         if rng.random() < 0.2:
             axis = ("row", "col")[int(rng.integers(2))]
@@ -78,11 +80,12 @@ def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator) ->
 
 
 def scene_captions(objects: list[SceneObject], grid: int, rng: np.random.Generator, k: int,
-                   full_scene_prob: float = 0.0, style: str = "questions") -> list[str]:
+                   full_scene_prob: float = 0.0, style: str = "questions", color_prob: float = 0.7,
+                   number_prob: float = 0.3) -> list[str]:
     """k captions of a scene in a style of the module docstring; "questions": the full description, or one
-    object, a pairwise relation or a count."""
+    object, a pairwise relation or a count; "alt-text": `alt_text`'s."""
     if style == "alt-text":
-        return [alt_text(objects, grid, rng) for _ in range(k)]
+        return [alt_text(objects, grid, rng, color_prob, number_prob) for _ in range(k)]
     if style != "questions":
         raise ValueError(f"world_clip.caption_style: expected 'questions' or 'alt-text', got {style!r}")
     out = []

@@ -53,6 +53,8 @@ class WorldClipConfig:
     pool_images: int = 16000           # pretraining scenes (in moved twins), disjoint from the VQA files
     full_scene_prob: float = 0.0       # share of captions that describe the whole scene
     caption_style: str = "questions"   # "questions" (world v2) or "alt-text" (captions.py)
+    alt_color_prob: float = 0.7        # alt-text: how often a kind of one colour is named with it
+    alt_number_prob: float = 0.3       # alt-text: how often a group of a kind is named with its number ("three")
     steps: int = 3000
     batch_size: int = 256
     lr: float = 2e-3

@@ -230,19 +230,33 @@ def test_alt_text_captions_name_only_what_the_scene_holds(ci_cfg):
     rng, habits = np.random.default_rng(0), world_habits(world)
     numbers = {w: n for n, w in COUNT_WORDS.items()}
     places = [p for axis in ROUGH_PLACES.values() for p in axis]
-    for _ in range(200):
-        objects = sample_scene(rng, world, habits)
-        caption = alt_text(objects, world.grid, rng)
+
+    def mentions(caption, objects):
+        """(words, the scene's objects of the kind named) for each part of a caption, its rough place cut off."""
         for part in caption.replace(" and ", ", ").split(", "):
             place = next((p for p in places if part.endswith(" " + p)), None)
             words = part.removesuffix(" " + place).split() if place else part.split()
-            group = [o for o in objects if words[-1] in (o.shape, plural(o.shape))]
+            yield words, [o for o in objects if words[-1] in (o.shape, plural(o.shape))]
+
+    for _ in range(200):
+        objects = sample_scene(rng, world, habits)
+        caption = alt_text(objects, world.grid, rng)
+        for words, group in mentions(caption, objects):
             assert group, (caption, objects)
             if words[0] in numbers:
                 assert numbers[words[0]] == len(group) > 1, caption
             for color in set(words) & set(COLORS):
                 assert {o.color for o in group} == {color}, caption
         assert " of " not in caption and "top left" not in caption   # no relation, no cell's name
+    # world_clip.alt_color_prob / alt_number_prob at 1 and 0: always and never
+    for prob in (1.0, 0.0):
+        for _ in range(100):
+            objects = sample_scene(rng, world, habits)
+            for words, group in mentions(alt_text(objects, world.grid, rng, color_prob=prob, number_prob=prob), objects):
+                named_colour = bool(set(words) & set(COLORS))
+                assert named_colour == (bool(prob) and len({o.color for o in group}) == 1), words
+                if len(group) > 1:
+                    assert (words[0] in numbers) == bool(prob) and (words[0] == "some") == (not prob), words
 
 
 def test_alt_text_training_embeds_a_fixed_caption_set_once(ci_cfg, tmp_path, monkeypatch):
