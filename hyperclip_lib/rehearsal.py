@@ -29,14 +29,17 @@ STANDIN_MODEL, STANDIN_PRETRAINED = "ViT-L-14-336", "standin"   # the paper's en
 # of at most 1 inner step (second order through it for MAML; at Table 3's 0-10, one MNet-MAML epoch ran past 20
 # min, and at 2 the HNet-MAML rows took 9 min each), 2 points on each training curve, 3 few-shot, 10 ceiling and
 # 3 fine-tuning steps instead of 50 (at 50, scoring one baseline took 8 min and the HNet's fine-tuned set of
-# 2 × 870 networks ran past 50 min), the generators' and HyperCLIP's training a pass or two, a HyperLDM of CPU
-# widths (the 1.15 B-parameter one is the GPU check's, benchmarks/gpu_check.py).
+# 2 × 870 networks ran past 50 min), the generators' and HyperCLIP's training a pass or two, 3 guidance steps,
+# a HyperLDM of CPU widths sampled with SDE-DPM-Solver++ (the paper's DDPM over all 350 steps took 24.5 of the
+# first full rehearsal's 81.5 min, its 10 guidance steps 11.4; the 1.15 B-parameter HyperLDM and DDPM are the GPU
+# check's, benchmarks/gpu_check.py).
 ONE_EPOCH = {f"{m}.epochs": 1 for m in METHOD_SECTIONS}
 BUDGET = {**ONE_EPOCH, **{f"{m}.inner_steps_max": 1 for m in MAML_SECTIONS}, "base.few_shot_steps": 3,
           "base.curve_points": 2, "calibration.steps": 10,
           "generator.finetune_per_task": 2, "generator.finetune_steps": 3, "generator.hvae_epochs": 1, "hyperclip.epochs": 2,
+          "hyperclip.guidance_steps": 3,
           "ldm.width1": 512, "ldm.width2": 1024, "ldm.width3": 512, "ldm.steps": 200, "ldm.batch": 128,
-          "ldm.samples_per_task": 1}
+          "ldm.samples_per_task": 1, "ldm.sampler": "sde-dpmsolver++"}
 
 
 def standin_vector(text: str, width: int) -> torch.Tensor:
