@@ -325,24 +325,25 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2) -> l
     def phrase(*words):
         return " ".join(w for w in words if w)
 
+    def fits(o, size, color, shape) -> bool:
+        return (size is None or o.size == size) and (color is None or o.color == color) and (shape is None or o.shape == shape)
+
     for size in (None, *SIZES):
         # the colour of an object picked out by its kind, and the kind of one picked out by its colour
         for shape in SHAPES:
-            o = unique(lambda o: o.shape == shape and (size is None or o.size == size))
+            o = unique(lambda o: fits(o, size, None, shape))
             if o:
                 ask("color", phrase(size, shape), o.color)
         for color in COLORS:
-            o = unique(lambda o: o.color == color and (size is None or o.size == size))
+            o = unique(lambda o: fits(o, size, color, None))
             if o:
                 ask("shape", phrase(size, color), o.shape)
         if design >= 3:   # the kind of the one object of a colour in a row or column
             for color in COLORS:
                 for line in LINES:
-                    o = unique(lambda o: o.color == color and in_line(o, line, grid) and (size is None or o.size == size))
+                    o = unique(lambda o: fits(o, size, color, None) and in_line(o, line, grid))
                     if o:
                         ask("line-shape", phrase(size, color, "object in the", line), o.shape)
-    def fits(o, size, color, shape) -> bool:
-        return (size is None or o.size == size) and (color is None or o.color == color) and (shape is None or o.shape == shape)
 
     if design >= 3:   # where a kind or a coloured thing is
         for size, color, shape in [(None, None, s) for s in SHAPES] + [(z, c, None) for z in (None, *SIZES) for c in COLORS]:
