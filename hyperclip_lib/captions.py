@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import WorldConfig
+from .config import WorldClipConfig, WorldConfig
 from .world import (COUNT_WORDS, RELATIONS, SceneObject, plural, position_name, reading_order, related_objects,
                     render_scene, sample_scene, world_habits)
 
@@ -52,8 +52,9 @@ ROUGH_PLACES = {"row": ("at the top", "in the middle", "at the bottom"), "col": 
                                                                                   "on the right")}
 
 
-def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator, color_prob: float = 0.7,
-             number_prob: float = 0.3) -> str:
+def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator,
+             color_prob: float = WorldClipConfig.alt_color_prob,
+             number_prob: float = WorldClipConfig.alt_number_prob) -> str:
     """One alt-text-like caption: up to three kinds of the scene, large ones first, e.g. 'a red star, three
     blue hearts on the left and a circle'; a kind of one colour is named with it with probability
     `color_prob`, a group with its number with probability `number_prob` ("some" otherwise)."""
@@ -80,8 +81,9 @@ def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator, co
 
 
 def scene_captions(objects: list[SceneObject], grid: int, rng: np.random.Generator, k: int,
-                   full_scene_prob: float = 0.0, style: str = "questions", color_prob: float = 0.7,
-                   number_prob: float = 0.3) -> list[str]:
+                   full_scene_prob: float = 0.0, style: str = "questions",
+                   color_prob: float = WorldClipConfig.alt_color_prob,
+                   number_prob: float = WorldClipConfig.alt_number_prob) -> list[str]:
     """k captions of a scene in a style of the module docstring; "questions": the full description, or one
     object, a pairwise relation or a count; "alt-text": `alt_text`'s."""
     if style == "alt-text":
