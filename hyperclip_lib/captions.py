@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import WorldClipConfig, WorldConfig
-from .world import (COUNT_WORDS, RELATIONS, SceneObject, plural, position_name, reading_order, related_objects,
+from .world import (COUNT_WORDS, RELATIONS, SceneObject, grid_band, plural, position_name, reading_order, related_objects,
                     render_scene, sample_scene, world_habits)
 
 
@@ -72,7 +72,7 @@ def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator,
             words = [number, color, plural(shape)]
         if rng.random() < 0.2:
             axis = ("row", "col")[int(rng.integers(2))]
-            lines = {getattr(o, axis) * 3 // grid for o in group}
+            lines = {grid_band(getattr(o, axis), grid) for o in group}
             if len(lines) == 1:
                 words.append(ROUGH_PLACES[axis][lines.pop()])
         text = " ".join(w for w in words if w)

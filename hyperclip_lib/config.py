@@ -30,6 +30,7 @@ class WorldConfig:
     size_concentration: float = 0.3    # Beta concentration of each kind's chance of being large
     repeat_prob: float = 0.0           # chance that an object is another of a kind already in the scene (groups
                                        # of a kind, so counts vary as VQA's; world v2: 0)
+    repeat_color_prob: float = 0.0     # chance that such another one also has that one's colour (world v2: 0)
     count_salience: float = 0.0        # a "how many" question is asked of an image in proportion to its answer
                                        # to this power (world v2: 0)
     question_design: int = 2           # the question families asked (world.scene_questions): 2 or 3

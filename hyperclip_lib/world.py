@@ -40,10 +40,25 @@ COLORS = {
 SIZES = ("small", "large")
 BACKGROUND = (236, 236, 236)
 RELATIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
-COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+COUNT_WORDS = dict(enumerate(("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                               "twelve", "thirteen", "fourteen", "fifteen", "sixteen"), start=1))
 
 
 LINES = ("top row", "middle row", "bottom row", "left column", "middle column", "right column")
+LINES_4 = ("top row", "second row", "third row", "bottom row", "left column", "second column", "third column",
+           "right column")   # a 4×4 grid has no middle row
+
+
+def grid_lines(grid: int) -> tuple[str, ...]:
+    """The rows and columns a question can name on a grid of 3 or 4 cells a side."""
+    if grid not in (3, 4):
+        raise ValueError(f"world.grid must be 3 or 4 for its rows and columns to have names, got {grid}")
+    return LINES if grid == 3 else LINES_4
+
+
+def grid_band(i: int, grid: int) -> int:
+    """0, 1 or 2: whether row (or column) i is the first, one in between, or the last of the grid."""
+    return 0 if i == 0 else (2 if i == grid - 1 else 1)
 # what counting questions pick things out by: nothing, one of size, colour and kind (world v2), or two
 COUNT_FILTERS = ([(None, None, None)] + [(z, None, None) for z in SIZES] + [(None, c, None) for c in COLORS]
                  + [(None, None, s) for s in SHAPES] + [(z, c, None) for z in SIZES for c in COLORS]
@@ -53,7 +68,7 @@ COUNT_FILTERS = ([(None, None, None)] + [(z, None, None) for z in SIZES] + [(Non
 def in_line(o: "SceneObject", line: str, grid: int) -> bool:
     """Whether an object sits in a row or column of the grid named as in LINES ('top row', 'left column')."""
     which, axis = line.split()
-    index = {"top": 0, "left": 0, "middle": grid // 2, "bottom": grid - 1, "right": grid - 1}[which]
+    index = {"top": 0, "left": 0, "middle": 1, "second": 1, "third": 2, "bottom": grid - 1, "right": grid - 1}[which]
     return (o.row if axis == "row" else o.col) == index
 
 
@@ -77,7 +92,7 @@ SCENE_FIELDS = ("seed", "image_size", "grid", "min_objects", "max_objects", "sha
 
 # Scene fields world v2 did not have; at their v2 value they are left out of scene_config, so that world v2's
 # shipped CLIPs keep their keys
-LATER_SCENE_FIELDS = {"repeat_prob": 0.0}
+LATER_SCENE_FIELDS = {"repeat_prob": 0.0, "repeat_color_prob": 0.0}
 
 
 def scene_config(cfg: WorldConfig) -> dict:
@@ -87,10 +102,9 @@ def scene_config(cfg: WorldConfig) -> dict:
 
 
 def position_name(row: int, col: int, grid: int) -> str:
-    """'top left', 'top', ..., 'center', ... for a cell of the grid (rows and columns split in thirds)."""
-    third = lambda i: 0 if i < grid / 3 else (2 if i >= grid - grid / 3 else 1)  # noqa: E731
-    vertical = ("top", "", "bottom")[third(row)]
-    horizontal = ("left", "", "right")[third(col)]
+    """'top left', 'top', ..., 'center', ... for a cell of the grid (the outer rows and columns, and those between)."""
+    vertical = ("top", "", "bottom")[grid_band(row, grid)]
+    horizontal = ("left", "", "right")[grid_band(col, grid)]
     return " ".join(w for w in (vertical, horizontal) if w) or "center"
 
 
@@ -137,13 +151,16 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig, habits: Habits) -> 
     objects = []
     for _ in range(n):
         if objects and cfg.repeat_prob and rng.random() < cfg.repeat_prob:   # another of a kind already there
-            shape = objects[int(rng.integers(len(objects)))].shape
+            group = objects[int(rng.integers(len(objects)))]
+            shape = group.shape
         else:
-            shape = SHAPES[int(rng.choice(len(SHAPES), p=habits.prevalence))]
+            group, shape = None, SHAPES[int(rng.choice(len(SHAPES), p=habits.prevalence))]
         p = habits.cells[shape] * free
         cell = int(rng.choice(len(p), p=p / p.sum()))
         free[cell] = False
         color = colors[int(rng.choice(len(colors), p=habits.colors[shape]))]
+        if group and cfg.repeat_color_prob and rng.random() < cfg.repeat_color_prob:   # groups often share a colour
+            color = group.color
         size = SIZES[int(rng.random() < habits.p_large[shape])]
         objects.append(SceneObject(shape, color, size, cell // cfg.grid, cell % cfg.grid))
     return reading_order(objects)
@@ -265,7 +282,7 @@ FILTERED_FAMILIES = ("yes-no", "choice")   # asked, as in VQA, and dropped by th
 _RELATION_SUBJECT = "(?:" + "|".join(RELATIONS) + ") the .+"
 
 
-_LINE_SUBJECT = ".+ in the (?:" + "|".join(LINES) + ")"
+_LINE_SUBJECT = ".+ in the (?:" + "|".join(sorted(set(LINES + LINES_4))) + ")"
 
 
 def _family_pattern(family: str, phrasing: str) -> str:
@@ -340,7 +357,7 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2) -> l
                 ask("shape", phrase(size, color), o.shape)
         if design >= 3:   # the kind of the one object of a colour in a row or column
             for color in COLORS:
-                for line in LINES:
+                for line in grid_lines(grid):
                     o = unique(lambda o: fits(o, size, color, None) and in_line(o, line, grid))
                     if o:
                         ask("line-shape", phrase(size, color, "object in the", line), o.shape)
@@ -369,7 +386,7 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2) -> l
     # counting, asked only where at least one object matches (VQA rarely counts absent things); in design 3
     # also by two attributes, and things of at most one attribute within one row or column
     for size, color, shape in COUNT_FILTERS if design >= 3 else COUNT_FILTERS[:1 + len(SIZES) + len(COLORS) + len(SHAPES)]:
-        for line in (None, *LINES) if design >= 3 and shape is None and (size is None or color is None) else (None,):
+        for line in (None, *grid_lines(grid)) if design >= 3 and shape is None and (size is None or color is None) else (None,):
             n = sum(1 for o in objects if fits(o, size, color, shape) and (line is None or in_line(o, line, grid)))
             if n:
                 ask("count", phrase(size, color, plural(shape) if shape else "objects", line and f"in the {line}"),

@@ -34,7 +34,7 @@ def referents(objects, phrase):
 
 def in_named_line(o, line, grid):
     which, axis = line.split()
-    index = {"top": 0, "left": 0, "middle": grid // 2, "bottom": grid - 1, "right": grid - 1}[which]
+    index = {"top": 0, "left": 0, "middle": grid // 2, "second": 1, "third": 2, "bottom": grid - 1, "right": grid - 1}[which]
     return (o.row if axis == "row" else o.col) == index
 
 
@@ -69,8 +69,11 @@ def check(objects, question, answer, grid):
     return o.color == answer and answer in (a, b)
 
 
-@pytest.mark.parametrize("design", [{}, {"world.question_design": 3, "world.repeat_prob": 0.5, "world.max_objects": 9}],
-                         ids=["v2", "v3"])
+@pytest.mark.parametrize("design", [{}, {"world.question_design": 3, "world.repeat_prob": 0.5, "world.max_objects": 9},
+                                    {"world.question_design": 3, "world.repeat_prob": 0.5, "world.grid": 4,
+                                     "world.image_size": 80, "world.min_objects": 6, "world.max_objects": 13,
+                                     "world.repeat_color_prob": 0.8}],
+                         ids=["v2", "v3", "v3-4x4"])
 def test_every_question_has_a_unique_and_correct_answer_and_each_concept_one_phrasing(design):
     cfg = get_config("quick", design).world
     rng, habits = np.random.default_rng(0), world_habits(cfg)
@@ -92,6 +95,8 @@ def test_every_question_has_a_unique_and_correct_answer_and_each_concept_one_phr
                 relation = next(r for r in DIRECTIONS if subject.startswith(r + " "))
                 axis = "horizontal" if DIRECTIONS[relation][0] == 0 and cfg.question_design < 3 else "any"
                 directions[family, subject[len(relation):], axis].add(relation)
+            if cfg.grid == 4:
+                assert "middle" not in subject, "a 4×4 grid has no middle row or column"
             if family == "count" and cfg.question_design >= 3:
                 assert question.lower().startswith("how many"), "world v3 counts as VQA does"
             n += 1
@@ -100,6 +105,26 @@ def test_every_question_has_a_unique_and_correct_answer_and_each_concept_one_phr
     # world v2: one direction per axis; world v3: one direction per reference
     assert all(len(r) == 1 for r in directions.values()), "a reference asked about in two directions"
     assert len({min(q) for q in phrasings.values()}) > 1000
+
+
+def test_places_on_a_4x4_grid_are_the_outer_rows_and_columns_and_those_between():
+    names = [[position_name(r, c, 4) for c in range(4)] for r in range(4)]
+    assert names[0] == ["top left", "top", "top", "top right"]
+    assert names[1] == names[2] == ["left", "center", "center", "right"]
+    assert names[3] == ["bottom left", "bottom", "bottom", "bottom right"]
+    assert [[position_name(r, c, 3) for c in range(3)] for r in range(3)] == [
+        ["top left", "top", "top right"], ["left", "center", "right"], ["bottom left", "bottom", "bottom right"]]
+
+
+@pytest.mark.parametrize("color_prob", [0.0, 1.0])
+def test_repeated_kinds_share_their_colour_as_often_as_asked(color_prob):
+    cfg = get_config("quick", {"world.repeat_prob": 1.0, "world.repeat_color_prob": color_prob,
+                               "world.color_concentration": 5.0, "world.min_objects": 6}).world
+    rng, habits = np.random.default_rng(0), world_habits(cfg)
+    scenes = [sample_scene(rng, cfg, habits) for _ in range(50)]
+    assert all(len({o.shape for o in s}) == 1 for s in scenes)
+    one_colour = np.mean([len({o.color for o in s}) == 1 for s in scenes])
+    assert one_colour == (1.0 if color_prob else 0.0)
 
 
 def test_answer_prompts_restate_the_question_around_one_answer_slot():
