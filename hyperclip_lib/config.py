@@ -21,7 +21,7 @@ class WorldConfig:
     n_images: int = 20000
     val_fraction: float = 0.2          # share of images written as "val2014", as VQA v2 has two splits
     image_size: int = 60               # 3×3 grid of 20-px cells: one ViT patch per cell
-    grid: int = 3
+    grid: int = 3                      # cells a side: 3 or 4 (world.grid_lines names their rows and columns)
     min_objects: int = 4
     max_objects: int = 7
     shape_concentration: float = 2.0   # Dirichlet concentration of how common each kind is

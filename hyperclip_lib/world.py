@@ -59,6 +59,8 @@ def grid_lines(grid: int) -> tuple[str, ...]:
 def grid_band(i: int, grid: int) -> int:
     """0, 1 or 2: whether row (or column) i is the first, one in between, or the last of the grid."""
     return 0 if i == 0 else (2 if i == grid - 1 else 1)
+
+
 # what counting questions pick things out by: nothing, one of size, colour and kind (world v2), or two
 COUNT_FILTERS = ([(None, None, None)] + [(z, None, None) for z in SIZES] + [(None, c, None) for c in COLORS]
                  + [(None, None, s) for s in SHAPES] + [(z, c, None) for z in SIZES for c in COLORS]
@@ -66,9 +68,9 @@ COUNT_FILTERS = ([(None, None, None)] + [(z, None, None) for z in SIZES] + [(Non
 
 
 def in_line(o: "SceneObject", line: str, grid: int) -> bool:
-    """Whether an object sits in a row or column of the grid named as in LINES ('top row', 'left column')."""
+    """Whether an object sits in a row or column of the grid named as in grid_lines ('top row', 'second column')."""
     which, axis = line.split()
-    index = {"top": 0, "left": 0, "middle": 1, "second": 1, "third": 2, "bottom": grid - 1, "right": grid - 1}[which]
+    index = {"top": 0, "left": 0, "middle": grid // 2, "second": 1, "third": 2, "bottom": grid - 1, "right": grid - 1}[which]
     return (o.row if axis == "row" else o.col) == index
 
 
