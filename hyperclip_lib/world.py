@@ -44,16 +44,20 @@ COUNT_WORDS = dict(enumerate(("one", "two", "three", "four", "five", "six", "sev
                                "twelve", "thirteen", "fourteen", "fifteen", "sixteen"), start=1))
 
 
-LINES = ("top row", "middle row", "bottom row", "left column", "middle column", "right column")
-LINES_4 = ("top row", "second row", "third row", "bottom row", "left column", "second column", "third column",
-           "right column")   # a 4×4 grid has no middle row
+# the rows (top to bottom) and then the columns (left to right) a question can name, per grid size; a 4×4 grid
+# has no middle row
+GRID_LINES = {3: ("top row", "middle row", "bottom row", "left column", "middle column", "right column"),
+              4: ("top row", "second row", "third row", "bottom row", "left column", "second column", "third column",
+                  "right column")}
+# each line's (is a row, index), read off its place in GRID_LINES
+_LINE_PLACES = {grid: {line: (i < grid, i % grid) for i, line in enumerate(lines)} for grid, lines in GRID_LINES.items()}
 
 
 def grid_lines(grid: int) -> tuple[str, ...]:
     """The rows and columns a question can name on a grid of 3 or 4 cells a side."""
-    if grid not in (3, 4):
-        raise ValueError(f"world.grid must be 3 or 4 for its rows and columns to have names, got {grid}")
-    return LINES if grid == 3 else LINES_4
+    if grid not in GRID_LINES:
+        raise ValueError(f"world.grid must be one of {sorted(GRID_LINES)} for its rows and columns to have names, got {grid}")
+    return GRID_LINES[grid]
 
 
 def grid_band(i: int, grid: int) -> int:
@@ -69,9 +73,8 @@ COUNT_FILTERS = ([(None, None, None)] + [(z, None, None) for z in SIZES] + [(Non
 
 def in_line(o: "SceneObject", line: str, grid: int) -> bool:
     """Whether an object sits in a row or column of the grid named as in grid_lines ('top row', 'second column')."""
-    which, axis = line.split()
-    index = {"top": 0, "left": 0, "middle": grid // 2, "second": 1, "third": 2, "bottom": grid - 1, "right": grid - 1}[which]
-    return (o.row if axis == "row" else o.col) == index
+    is_row, index = _LINE_PLACES[grid][line]
+    return (o.row if is_row else o.col) == index
 
 
 def stable_hash(*parts: object) -> int:
@@ -284,7 +287,7 @@ FILTERED_FAMILIES = ("yes-no", "choice")   # asked, as in VQA, and dropped by th
 _RELATION_SUBJECT = "(?:" + "|".join(RELATIONS) + ") the .+"
 
 
-_LINE_SUBJECT = ".+ in the (?:" + "|".join(sorted(set(LINES + LINES_4))) + ")"
+_LINE_SUBJECT = ".+ in the (?:" + "|".join(sorted({line for lines in GRID_LINES.values() for line in lines})) + ")"
 
 
 def _family_pattern(family: str, phrasing: str) -> str:
