@@ -31,6 +31,13 @@ def task_data(features: FeatureStore, task: Task, part: str) -> tuple[torch.Tens
     return features.images([img for img, _ in samples]), torch.tensor([index[a] for _, a in samples])
 
 
+def support_majority(features: FeatureStore, task: Task) -> float:
+    """Accuracy (%) on the task's query set of always answering its support set's most common answer."""
+    _, ys = task_data(features, task, "support")
+    _, yq = task_data(features, task, "query")
+    return 100 * (yq == Counter(ys.tolist()).most_common(1)[0][0]).float().mean().item()
+
+
 def finetune_adapters(family: AdapterFamily, batch: Batch, cfg: CalibrationConfig) -> torch.Tensor:
     """Adam on every task's own adapter weights [B, P] (from plain CLIP), full-batch cross-entropy on its
     support set. One step on the sum of the task losses is each task's own step: a task's loss reads only
@@ -59,12 +66,10 @@ def calibrate(features: FeatureStore, tasks: tuple[Task, ...], cfg: CalibrationC
             ceiling[idx] = task_accuracies(family.logits({}, W, batch.x, batch), batch.labels, batch.query)
     rows = []
     for task, top in zip(tasks, ceiling.tolist()):
-        _, ys = task_data(features, task, "support")
         xq, yq = task_data(features, task, "query")
-        majority = Counter(ys.tolist()).most_common(1)[0][0]
         with torch.no_grad():
             floor = 100 * (clip_logits(xq, features.answer_embeddings[task.question]).argmax(-1) == yq).float().mean()
-        accs = [100 / len(task.answers), 100 * (yq == majority).float().mean().item(), floor.item(), top]
+        accs = [100 / len(task.answers), support_majority(features, task), floor.item(), top]
         rows.append({"question": task.question, "n_query": len(yq), **dict(zip(METHODS, accs))})
     return rows
 

@@ -54,15 +54,20 @@ ROUGH_PLACES = {"row": ("at the top", "in the middle", "at the bottom"), "col": 
 
 def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator,
              color_prob: float = WorldClipConfig.alt_color_prob,
-             number_prob: float = WorldClipConfig.alt_number_prob) -> str:
-    """One alt-text-like caption: up to three kinds of the scene, large ones first, e.g. 'a red star, three
-    blue hearts on the left and a circle'; a kind of one colour is named with it with probability
-    `color_prob`, a group with its number with probability `number_prob` ("some" otherwise)."""
+             number_prob: float = WorldClipConfig.alt_number_prob,
+             max_kinds: int = WorldClipConfig.alt_max_kinds,
+             color_count_prob: float = WorldClipConfig.alt_color_count_prob) -> str:
+    """One alt-text-like caption: up to `max_kinds` kinds of the scene, large ones first, e.g. 'a red star,
+    three blue hearts on the left and a circle'; a kind of one colour is named with it with probability
+    `color_prob`, a group with its number with probability `number_prob` ("some" otherwise). With
+    probability `color_count_prob` the caption ends with how many things share a colour that several kinds
+    have ('..., five red things in all'), as a page says how much of something red a picture holds: a number
+    over kinds, as the counting questions' are, never within a row, a column or a size."""
     kinds: dict[str, list[SceneObject]] = {}
     for o in sorted(objects, key=lambda o: (o.size != "large", rng.random())):
         kinds.setdefault(o.shape, []).append(o)
     parts = []
-    for shape, group in list(kinds.items())[:int(rng.integers(1, 4))]:
+    for shape, group in list(kinds.items())[:int(rng.integers(1, max_kinds + 1))]:
         colors = {o.color for o in group}
         color = group[0].color if len(colors) == 1 and rng.random() < color_prob else None
         if len(group) == 1:
@@ -77,17 +82,22 @@ def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator,
                 words.append(ROUGH_PLACES[axis][lines.pop()])
         text = " ".join(w for w in words if w)
         parts.append("an" + text[1:] if text.startswith("a ") and text[2] in "aeiou" else text)
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    caption = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if color_count_prob and rng.random() < color_count_prob:
+        shared = sorted(c for c in {o.color for o in objects} if len({o.shape for o in objects if o.color == c}) > 1)
+        if shared:
+            color = shared[int(rng.integers(len(shared)))]
+            caption += f", {COUNT_WORDS[sum(o.color == color for o in objects)]} {color} things in all"
+    return caption
 
 
 def scene_captions(objects: list[SceneObject], grid: int, rng: np.random.Generator, k: int,
                    full_scene_prob: float = 0.0, style: str = "questions",
-                   color_prob: float = WorldClipConfig.alt_color_prob,
-                   number_prob: float = WorldClipConfig.alt_number_prob) -> list[str]:
+                   **alt_text_args) -> list[str]:
     """k captions of a scene in a style of the module docstring; "questions": the full description, or one
-    object, a pairwise relation or a count; "alt-text": `alt_text`'s."""
+    object, a pairwise relation or a count; "alt-text": `alt_text`'s, with `alt_text_args`."""
     if style == "alt-text":
-        return [alt_text(objects, grid, rng, color_prob, number_prob) for _ in range(k)]
+        return [alt_text(objects, grid, rng, **alt_text_args) for _ in range(k)]
     if style != "questions":
         raise ValueError(f"world_clip.caption_style: expected 'questions' or 'alt-text', got {style!r}")
     out = []

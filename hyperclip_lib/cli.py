@@ -8,6 +8,7 @@
                                [--device cuda] [--no-texts]
     hyperclip split-stats META_DIR [META_DIR ...] [--no-text]
     hyperclip world-bands [--profile quick] [--seeds 0,1,2] [--set world.FIELD=VALUE ...]
+    hyperclip baseline-bands [--profile quick] [--seeds 0,1,2] [--methods M1,M2] [--set key=value ...]
     hyperclip rehearse-real [--out runs/rehearsal] [--meta-dir DIR] [--tasks N] [--profile paper] [--set ...]
     hyperclip run-notebooks [--profile quick] [--out runs/quick] [--seeds 0,1,2] [--fractions 1.0,0.5]
                             [--fig5b-fractions 0.1] [--jobs 1] [--force] [--set key=value ...]
@@ -26,24 +27,28 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from . import numerics
 from .batch import execute, plan_run, status_rows, write_summary
-from .calibration import calibrate, summarize
+from .analysis import family_table
+from .calibration import calibrate, summarize, support_majority
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
 from .executors import EXECUTORS, make_executor
 from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, load_meta_vqa, statistics_table,
                       write_meta_vqa)
 from .report import write_report
+from .records import BASELINE_BANDS, baseline_statistics, summary_table
 from .runlock import RunFolderBusy
 from .splitstats import LABEL_BANDS, MIX_BANDS, authors_split_dir, band_misses, minilm_embedder, split_statistics
 from .encoders import open_clip_encoder
 from .features import FeatureFile
 from .stages.data import (SHIPPED, ensure_data, image_paths, prepare, texts_to_embed, train_world_clip_into,
                           world_clip_config)
+from .stages.baselines import run_baselines
 from .store import ArtifactStore, config_hash, file_sha256
-from .world import generate_world, question_family
+from .world import generate_world, question_family, question_label
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -168,6 +173,44 @@ def cmd_world_bands(args) -> int:
               + f"  {band}")
     for seed, missed in misses.items():
         print(f"seed {seed}: " + ("every band met" if not missed else "misses " + "; ".join(missed)))
+    return 0
+
+
+def cmd_baseline_bands(args) -> int:
+    """The baselines of notebooks 01–02 on the profile's world at its budget, trained for each seed (cached
+    stages reused), and the statistics of `records.BASELINE_BANDS` per seed and over seeds, the bands the mean
+    misses, and accuracy by question family: the baseline side of one calibration try."""
+    cfg = get_config(args.profile, parse_overrides(args.overrides))
+    numerics.apply(cfg.compute.threads)
+    prepared = prepare(cfg)
+    data, features = prepared["data"], prepared["features"]
+    seeds = parse_numbers(args.seeds, int, "--seeds")
+    methods = args.methods.split(",") if args.methods else None
+    records = [r.record for r in run_baselines(cfg, data, features, methods=methods, seeds=seeds)]
+    majority = {t.question: support_majority(features, t) for t in data.split.test}
+    mean_majority = sum(majority.values()) / len(majority)
+    columns = {f"seed {s}": baseline_statistics([r for r in records if r["seed"] == s], mean_majority) for s in seeds}
+    columns["mean"] = baseline_statistics(records, mean_majority)
+    print(f"baselines {args.profile} {' '.join(args.overrides)}: {len(data.split.train)} meta-train "
+          f"({len(data.train_tasks)} trained on), {len(data.split.test)} meta-test tasks; support majority "
+          f"{mean_majority:.2f}")
+    table = summary_table(records, "zero_shot").set_index("method")[["mean", "std"]].add_prefix("zero-shot ")
+    table = table.join(summary_table(records, "few_shot").set_index("method")[["mean", "std"]].add_prefix("few-shot "))
+    table["train (min, mean)"] = pd.Series({m: sum(r["timings"].get("train_s", 0) for r in records if r["method"] == m)
+                                           / 60 / len(seeds) for m in table.index})
+    print(table.round(2).to_string())
+    width = max(map(len, columns["mean"]))
+    print(f"{'':{width}s}  " + "  ".join(f"{c:>8s}" for c in columns) + "  band")
+    for name in columns["mean"]:
+        low, high = BASELINE_BANDS.get(name, (None, None))
+        band = "" if name not in BASELINE_BANDS else f"[{'' if low is None else low}, {'' if high is None else high}]"
+        print(f"{name:{width}s}  " + "  ".join(f"{c[name]:8.2f}" for c in columns.values()) + f"  {band}")
+    missed = band_misses(columns["mean"], BASELINE_BANDS)
+    print("mean over seeds: " + ("every band met" if not missed else "misses " + "; ".join(missed)))
+    families = family_table(records).T   # one row per question family, its task count last
+    if not families.empty:
+        families.insert(0, "support majority", pd.Series(majority).groupby(question_label).mean())
+        print(families.round(1).to_string())
     return 0
 
 
@@ -317,6 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2", help="world seeds (comma-separated)")
     _add_config_args(p)
     p.set_defaults(func=cmd_world_bands)
+
+    p = sub.add_parser("baseline-bands", help="the baseline side of one calibration try: notebooks 01–02's "
+                       "baselines on the profile's world, their band statistics per seed and over seeds, and the "
+                       "bands the mean misses")
+    p.add_argument("--seeds", default="0,1,2", help="run seeds (comma-separated)")
+    p.add_argument("--methods", default=None, help="comma-separated Table 1 rows (default: every one)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_baseline_bands)
 
     p = sub.add_parser("rehearse-real", help="every notebook on the authors' real split with stand-in features: "
                        "time, peak memory, well-formed records (hyperclip_lib/rehearsal.py)")

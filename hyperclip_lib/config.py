@@ -56,6 +56,8 @@ class WorldClipConfig:
     caption_style: str = "questions"   # "questions" (world v2) or "alt-text" (captions.py)
     alt_color_prob: float = 0.7        # alt-text: how often a kind of one colour is named with it
     alt_number_prob: float = 0.3       # alt-text: how often a group of a kind is named with its number ("three")
+    alt_max_kinds: int = 3             # alt-text: at most this many kinds named in one caption
+    alt_color_count_prob: float = 0.0  # alt-text: how often a caption adds how many things share a colour
     steps: int = 3000
     batch_size: int = 256
     lr: float = 2e-3

@@ -186,7 +186,8 @@ class FrozenTextCache:
 
 # World-CLIP fields world v2 did not have; at their v2 value they are left out of its keys, so that world v2's
 # shipped CLIPs keep theirs
-LATER_CLIP_FIELDS = {"caption_style": "questions", "alt_color_prob": 0.7, "alt_number_prob": 0.3}
+LATER_CLIP_FIELDS = {"caption_style": "questions", "alt_color_prob": 0.7, "alt_number_prob": 0.3, "alt_max_kinds": 3,
+                     "alt_color_count_prob": 0.0}
 
 
 def world_clip_fields(cfg: WorldClipConfig) -> dict:
@@ -217,7 +218,8 @@ def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) ->
         # step they would almost never repeat, and the locked tower would run on every caption of every batch
         caption_rng = np.random.default_rng([cfg.seed, 12])
         fixed = [scene_captions(objects, world.grid, caption_rng, ALT_TEXTS_PER_SCENE, style="alt-text",
-                                color_prob=cfg.alt_color_prob, number_prob=cfg.alt_number_prob)
+                                color_prob=cfg.alt_color_prob, number_prob=cfg.alt_number_prob,
+                                max_kinds=cfg.alt_max_kinds, color_count_prob=cfg.alt_color_count_prob)
                  for _, objects in pool]
         text_cache.pooled([c for captions in fixed for c in captions])
     model.visual.train()

@@ -59,3 +59,26 @@ def test_stage_times_count_each_artifact_once():
     table = stage_times(rows).set_index(["stage", "timing"])
     assert table.loc[("hyperldm", "train_s"), "minutes"] == 3.0 and table.loc[("hyperldm", "sample_s"), "minutes"] == 2.0
     assert table.loc[("hyperldm", "train_s"), "artifacts"] == 2 and table.loc[("baseline", "wall_s"), "minutes"] == 10.0
+
+
+def test_baseline_band_statistics_are_the_differences_the_bands_name():
+    from hyperclip_lib.records import BASELINE_BANDS, baseline_statistics
+    from hyperclip_lib.splitstats import band_misses
+    records = []
+    for s in (0, 1):
+        records += [record("CLIP as base model", s, [40, 40, 40], few=50),
+                    record("Uncond. Multitask", s, [44 + 2 * s] * 3, few=52),     # mean 45 over the seeds
+                    record("Uncond. MNet-MAML", s, [43, 43, 43], few=56 + s),    # best few-shot: 56.5
+                    record("Cond. Multitask", s, [44.8, 44.8, 44.8], few=50),
+                    record("Cond. Multitask", s, [30, 30, 30], share=0.5, few=40),   # not a 100% row: not read
+                    record("Cond. HNet-MAML", s, [39, 39, 39], few=45)]
+    stats = baseline_statistics(records, support_majority=33.0)
+    assert stats["floor − support majority"] == pytest.approx(7.0)
+    assert stats["domain gap: best unconditional zero-shot − floor"] == pytest.approx(5.0)
+    assert stats["task window: best few-shot − best unconditional zero-shot"] == pytest.approx(11.5)
+    assert stats["best few-shot − floor"] == pytest.approx(16.5)
+    assert stats["Cond. Multitask − Uncond. Multitask, zero-shot"] == pytest.approx(-0.2)
+    assert stats["lowest baseline zero-shot − floor"] == pytest.approx(-1.0)
+    assert stats["a MAML row is best few-shot (1 = yes)"] == 1.0
+    missed = band_misses(stats, BASELINE_BANDS)
+    assert [m.split(":")[0] for m in missed] == ["task window", "lowest baseline zero-shot − floor"]

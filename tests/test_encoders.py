@@ -258,6 +258,20 @@ def test_alt_text_captions_name_only_what_the_scene_holds(ci_cfg):
                 if len(group) > 1:
                     assert (words[0] in numbers) == bool(prob) and (words[0] == "some") == (not prob), words
 
+    # world_clip.alt_color_count_prob: a colour several kinds share, with how many things have it; alt_max_kinds
+    for _ in range(100):
+        objects = sample_scene(rng, world, habits)
+        caption = alt_text(objects, world.grid, rng, max_kinds=1, color_count_prob=1.0)
+        kinds_of = {c: {o.shape for o in objects if o.color == c} for c in {o.color for o in objects}}
+        head, _, tail = caption.partition(", ")
+        assert " and " not in head, caption   # one kind named
+        if any(len(k) > 1 for k in kinds_of.values()):
+            number, color, *rest = tail.split()
+            assert rest == ["things", "in", "all"] and len(kinds_of[color]) > 1, caption
+            assert numbers[number] == sum(o.color == color for o in objects), caption
+        else:
+            assert tail == "", caption
+
 
 def test_alt_text_training_embeds_a_fixed_caption_set_once(ci_cfg, tmp_path, monkeypatch):
     cfg = dataclasses.replace(ci_cfg.world_clip, caption_style="alt-text", steps=3)
