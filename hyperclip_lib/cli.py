@@ -186,7 +186,8 @@ def cmd_baseline_bands(args) -> int:
     data, features = prepared["data"], prepared["features"]
     seeds = parse_numbers(args.seeds, int, "--seeds")
     methods = args.methods.split(",") if args.methods else None
-    records = [r.record for r in run_baselines(cfg, data, features, methods=methods, seeds=seeds)]
+    results = run_baselines(cfg, data, features, methods=methods, seeds=seeds)
+    records = [r.record for r in results]
     majority = {t.question: support_majority(features, t) for t in data.split.test}
     mean_majority = sum(majority.values()) / len(majority)
     columns = {f"seed {s}": baseline_statistics([r for r in records if r["seed"] == s], mean_majority) for s in seeds}
@@ -198,6 +199,12 @@ def cmd_baseline_bands(args) -> int:
     table = table.join(summary_table(records, "few_shot").set_index("method")[["mean", "std"]].add_prefix("few-shot "))
     table["train (min, mean)"] = pd.Series({m: sum(r["timings"].get("train_s", 0) for r in records if r["method"] == m)
                                            / 60 / len(seeds) for m in table.index})
+    # the meta-validation curve (zero-shot, or few-shot for the MAML rows) the schedule was chosen on, seed 1st
+    curves = {r.record["method"]: r.history for r in reversed(results) if r.record["seed"] == seeds[0]}
+    table["validation curve (first seed)"] = pd.Series({m: " ".join(f"{v:.1f}" for v in next(
+        (h[k] for k in h if k.startswith("validation_") and k != "validation_step"), [])) for m, h in curves.items()})
+    table["chosen step / last"] = pd.Series({m: f"{h.get('chosen_step', '')}/{h['step'][-1] if h.get('step') else ''}"
+                                             for m, h in curves.items()})
     print(table.round(2).to_string())
     width = max(map(len, columns["mean"]))
     print(f"{'':{width}s}  " + "  ".join(f"{c:>8s}" for c in columns) + "  band")

@@ -34,6 +34,8 @@ class WorldConfig:
     count_salience: float = 0.0        # a "how many" question is asked of an image in proportion to its answer
                                        # to this power (world v2: 0)
     question_design: int = 2           # the question families asked (world.scene_questions): 2 or 3
+    line_count_attributes: int = 1     # design 3: a count in a row or column filters on at most this many of size
+                                       # and colour (0: only "objects in the top row")
     questions_per_image: int = 4       # questions asked of each image, drawn by popularity
     popularity_sigma: float = 0.8      # log-normal spread of how readily each question is asked
     availability_power: float = 1.0    # popularity ÷ availability^power (world.QuestionWeights)

@@ -324,13 +324,16 @@ def question_label(question: str) -> str:
     return question_family(question) or " ".join(question.split()[:2])
 
 
-def scene_questions(objects: list[SceneObject], grid: int, design: int = 2) -> list[tuple[str, str, str, str, str]]:
+def scene_questions(objects: list[SceneObject], grid: int, design: int = 2, line_count_attributes: int = 1
+                    ) -> list[tuple[str, str, str, str, str]]:
     """Every question this scene answers uniquely, one phrasing per concept:
     (question, answer, VQA answer_type, family, prompt template).
 
     `design` 2 asks world v2's questions; 3 asks world v3's (calibrated to VQA's question mix): counting
     by up to two attributes or within a row or column, the kind of the one object of a colour in a row or
-    column, where a kind or a coloured thing is, and one relation direction per reference and attribute."""
+    column, where a kind or a coloured thing is, and one relation direction per reference and attribute.
+    A count within a row or column picks things out by at most `line_count_attributes` of size and colour
+    (design 3; 0: only "How many objects are in the top row?")."""
     qs: list[tuple[str, str, str, str, str]] = []
 
     def ask(family: str, subject: str, answer: str) -> None:
@@ -391,7 +394,8 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2) -> l
     # counting, asked only where at least one object matches (VQA rarely counts absent things); in design 3
     # also by two attributes, and things of at most one attribute within one row or column
     for size, color, shape in COUNT_FILTERS if design >= 3 else COUNT_FILTERS[:1 + len(SIZES) + len(COLORS) + len(SHAPES)]:
-        for line in (None, *grid_lines(grid)) if design >= 3 and shape is None and (size is None or color is None) else (None,):
+        in_lines = design >= 3 and shape is None and (size is not None) + (color is not None) <= line_count_attributes
+        for line in (None, *grid_lines(grid)) if in_lines else (None,):
             n = sum(1 for o in objects if fits(o, size, color, shape) and (line is None or in_line(o, line, grid)))
             if n:
                 ask("count", phrase(size, color, plural(shape) if shape else "objects", line and f"in the {line}"),
@@ -423,7 +427,7 @@ class QuestionWeights:
             rng = np.random.default_rng([cfg.seed, 4])
             for _ in range(cfg.pilot_scenes):
                 self.available.update(q for q, *_ in scene_questions(sample_scene(rng, cfg, habits), cfg.grid,
-                                                                     cfg.question_design))
+                                                                     cfg.question_design, cfg.line_count_attributes))
         self._cache: dict[str, float] = {}
 
     def __call__(self, question: str) -> float:
@@ -467,7 +471,8 @@ def generate_world(cfg: WorldConfig, root: Path, images: bool = True) -> dict:
             if images:   # pixels from a stream of their own, so no label depends on how scenes are drawn
                 render_scene(objects, cfg, np.random.default_rng([cfg.seed, 5, image_id])).save(
                     img_dir / f"{image_name(split, image_id)}.png")
-            candidates = [c for c in scene_questions(objects, cfg.grid, cfg.question_design) if asked[c[0]] < (
+            candidates = [c for c in scene_questions(objects, cfg.grid, cfg.question_design, cfg.line_count_attributes)
+                          if asked[c[0]] < (
                 cfg.max_per_filtered_question if c[3] in FILTERED_FAMILIES else cfg.max_per_question)]
             if not candidates:
                 continue
