@@ -36,6 +36,7 @@ from .analysis import family_table
 from .calibration import calibrate, summarize, support_majority
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
 from .executors import EXECUTORS, make_executor
+from .models.families import RECIPES
 from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, load_meta_vqa, statistics_table,
                       write_meta_vqa)
 from .report import write_report
@@ -142,6 +143,18 @@ def cmd_split_stats(args) -> int:
     return 0
 
 
+def _print_bands(columns: dict[str, dict[str, float]], bands: dict[str, tuple[float | None, float | None]]) -> None:
+    """One row per statistic, one column per seed (or the real split, or the mean), and the band it must meet."""
+    names = list(dict.fromkeys(k for c in columns.values() for k in c))
+    width = max(map(len, names))
+    print(f"{'':{width}s}  " + "  ".join(f"{c:>9s}" for c in columns) + "  band")
+    for name in names:
+        low, high = bands.get(name, (None, None))
+        band = "" if name not in bands else f"[{'' if low is None else low}, {'' if high is None else high}]"
+        print(f"{name:{width}s}  " + "  ".join(f"{c.get(name, float('nan')):9.2f}" for c in columns.values())
+              + f"  {band}")
+
+
 def cmd_world_bands(args) -> int:
     """The label statistics of the profile's world on several world seeds (labels only, no scene drawn), beside
     the authors' split, and the label and question-mix bands each seed misses: one calibration try."""
@@ -162,15 +175,8 @@ def cmd_world_bands(args) -> int:
         stats.update({f"tasks of family {f} (%)": 100 * n / len(split.all_tasks()) for f, n in sorted(families.items())})
         columns[f"seed {seed}"] = stats
         misses[seed] = band_misses(stats, bands)
-    names = list(dict.fromkeys(k for c in columns.values() for k in c))
-    width = max(map(len, names))
     print(f"world {args.profile} {' '.join(args.overrides)}")
-    print(f"{'':{width}s}  " + "  ".join(f"{c:>9s}" for c in columns) + "  band")
-    for name in names:
-        low, high = bands.get(name, (None, None))
-        band = "" if name not in bands else f"[{'' if low is None else low}, {'' if high is None else high}]"
-        print(f"{name:{width}s}  " + "  ".join(f"{c.get(name, float('nan')):9.2f}" for c in columns.values())
-              + f"  {band}")
+    _print_bands(columns, bands)
     for seed, missed in misses.items():
         print(f"seed {seed}: " + ("every band met" if not missed else "misses " + "; ".join(missed)))
     return 0
@@ -180,12 +186,16 @@ def cmd_baseline_bands(args) -> int:
     """The baselines of notebooks 01–02 on the profile's world at its budget, trained for each seed (cached
     stages reused), and the statistics of `records.BASELINE_BANDS` per seed and over seeds, the bands the mean
     misses, and accuracy by question family: the baseline side of one calibration try."""
+    seeds = parse_numbers(args.seeds, int, "--seeds")
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    unknown = sorted(set(methods or ()) - set(RECIPES))
+    if unknown:
+        raise SystemExit(f"--methods: {', '.join(map(repr, unknown))} is not a Table 1 row; expected some of "
+                         f"{', '.join(RECIPES)}")
     cfg = get_config(args.profile, parse_overrides(args.overrides))
     numerics.apply(cfg.compute.threads)
     prepared = prepare(cfg)
     data, features = prepared["data"], prepared["features"]
-    seeds = parse_numbers(args.seeds, int, "--seeds")
-    methods = args.methods.split(",") if args.methods else None
     results = run_baselines(cfg, data, features, methods=methods, seeds=seeds)
     records = [r.record for r in results]
     majority = {t.question: support_majority(features, t) for t in data.split.test}
@@ -206,12 +216,7 @@ def cmd_baseline_bands(args) -> int:
     table["chosen step / last"] = pd.Series({m: f"{h.get('chosen_step', '')}/{h['step'][-1] if h.get('step') else ''}"
                                              for m, h in curves.items()})
     print(table.round(2).to_string())
-    width = max(map(len, columns["mean"]))
-    print(f"{'':{width}s}  " + "  ".join(f"{c:>8s}" for c in columns) + "  band")
-    for name in columns["mean"]:
-        low, high = BASELINE_BANDS.get(name, (None, None))
-        band = "" if name not in BASELINE_BANDS else f"[{'' if low is None else low}, {'' if high is None else high}]"
-        print(f"{name:{width}s}  " + "  ".join(f"{c[name]:8.2f}" for c in columns.values()) + f"  {band}")
+    _print_bands(columns, BASELINE_BANDS)
     missed = band_misses(columns["mean"], BASELINE_BANDS)
     print("mean over seeds: " + ("every band met" if not missed else "misses " + "; ".join(missed)))
     families = family_table(records).T   # one row per question family, its task count last
