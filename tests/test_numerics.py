@@ -2,6 +2,7 @@
 the shipped world CLIP that the training code reproduces exactly."""
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,20 @@ from hyperclip_lib.stages.common import stage_key
 from hyperclip_lib.store import ArtifactError, ArtifactStore, config_hash
 
 REPO = Path(__file__).resolve().parent.parent
+# The shipped world CLIPs were trained on an AMD EPYC (Zen 4), where retraining reproduces them bit for bit. On an
+# Intel Xeon (2026-12-02) the pinned paths gave other ci weights (model.pt 35c7de3c… against 8001c2e1…): the
+# contract holds across the AMD machines measured, not across CPU vendors (docs/architecture.md).
+SHIPPED_ON_VENDOR = "AuthenticAMD"
+
+
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id ('AuthenticAMD', 'GenuineIntel'), or platform.processor() without it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")),
+                platform.processor())
 PINNED = {"threads": 1, "cpu_capability": "AVX2", "mkl_cbwr": "COMPATIBLE", "onednn": False}
 
 
@@ -101,4 +116,7 @@ def test_the_training_code_reproduces_the_shipped_ci_world_clip_exactly(tmp_path
     assert shipped.exists(), f"no shipped ci world CLIP under the key {trained.name}: the key changed"
     ours = json.loads((trained / "manifest.json").read_text())["files"]["model.pt"]["sha256"]
     theirs = json.loads((shipped / "manifest.json").read_text())["files"]["model.pt"]["sha256"]
+    if ours != theirs and cpu_vendor() != SHIPPED_ON_VENDOR:
+        pytest.skip(f"retrained on a {cpu_vendor()} CPU the ci world CLIP is {ours[:8]}…, not the shipped {theirs[:8]}… "
+                    f"trained on {SHIPPED_ON_VENDOR}: bit-exactness across CPU vendors is a known gap")
     assert ours == theirs
