@@ -190,3 +190,22 @@ def test_same_seed_same_world_other_seed_other_world(tmp_path):
     world.generate_world(other, tmp_path / "c")
     assert (tmp_path / "c" / files[0]).read_bytes() != (tmp_path / "a" / files[0]).read_bytes()
     assert a == b and Counter(a["by_family"]) == Counter(b["by_family"])
+
+
+def test_line_count_attributes_bounds_what_a_count_within_a_row_or_column_filters_on():
+    cfg = get_config("ci", {"world.question_design": 3, "world.repeat_prob": 0.5, "world.grid": 4,
+                            "world.image_size": 80, "world.min_objects": 6, "world.max_objects": 13}).world
+    rng, habits = np.random.default_rng(0), world_habits(cfg)
+    scenes = [sample_scene(rng, cfg, habits) for _ in range(30)]
+
+    def line_counts(attributes):
+        return {q for objects in scenes for q, _, _, family, _ in scene_questions(objects, cfg.grid, 3, attributes)
+                if family == "count" and parse_question(q)[1].endswith(("row", "column"))}
+
+    def filters(question):
+        return set(question.split()) & (set(COLORS) | set(SIZES))
+
+    plain, with_one = line_counts(0), line_counts(1)
+    assert plain and all(not filters(q) and "objects" in q for q in plain)
+    assert plain < with_one and any(len(filters(q)) == 1 for q in with_one)
+    assert all(len(filters(q)) <= 1 for q in with_one)
