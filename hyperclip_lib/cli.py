@@ -36,9 +36,9 @@ from .analysis import family_table
 from .calibration import calibrate, summarize, support_majority
 from .config import PROFILES, get_config, parse_numbers, parse_overrides
 from .executors import EXECUTORS, make_executor
-from .models.families import RECIPES
 from .metavqa import (PAPER_STATISTICS, MetaVQAError, TaskSplit, build_meta_vqa, load_meta_vqa, statistics_table,
                       write_meta_vqa)
+from .models.families import RECIPES
 from .report import write_report
 from .records import BASELINE_BANDS, baseline_statistics, summary_table
 from .runlock import RunFolderBusy
@@ -47,7 +47,7 @@ from .encoders import open_clip_encoder
 from .features import FeatureFile
 from .stages.data import (SHIPPED, ensure_data, image_paths, prepare, texts_to_embed, train_world_clip_into,
                           world_clip_config)
-from .stages.baselines import run_baselines
+from .stages.baselines import run_baselines, selection_metric
 from .store import ArtifactStore, config_hash, file_sha256
 from .world import generate_world, question_family, question_label
 
@@ -209,10 +209,10 @@ def cmd_baseline_bands(args) -> int:
     table = table.join(summary_table(records, "few_shot").set_index("method")[["mean", "std"]].add_prefix("few-shot "))
     table["train (min, mean)"] = pd.Series({m: sum(r["timings"].get("train_s", 0) for r in records if r["method"] == m)
                                            / 60 / len(seeds) for m in table.index})
-    # the meta-validation curve (zero-shot, or few-shot for the MAML rows) the schedule was chosen on, seed 1st
-    curves = {r.record["method"]: r.history for r in reversed(results) if r.record["seed"] == seeds[0]}
-    table["validation curve (first seed)"] = pd.Series({m: " ".join(f"{v:.1f}" for v in next(
-        (h[k] for k in h if k.startswith("validation_") and k != "validation_step"), [])) for m, h in curves.items()})
+    # the meta-validation curve each schedule was chosen on (selection_metric), first seed
+    curves = {r.record["method"]: r.history for r in results if r.record["seed"] == seeds[0]}
+    table["validation curve (first seed)"] = pd.Series({m: " ".join(f"{v:.1f}" for v in h.get(
+        f"validation_{selection_metric(RECIPES[m])}", [])) for m, h in curves.items()})
     table["chosen step / last"] = pd.Series({m: f"{h.get('chosen_step', '')}/{h['step'][-1] if h.get('step') else ''}"
                                              for m, h in curves.items()})
     print(table.round(2).to_string())

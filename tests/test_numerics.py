@@ -32,6 +32,8 @@ def cpu_vendor() -> str:
         lines = []
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")),
                 platform.processor())
+
+
 PINNED = {"threads": 1, "cpu_capability": "AVX2", "mkl_cbwr": "COMPATIBLE", "onednn": False}
 
 
