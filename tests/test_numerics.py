@@ -18,9 +18,10 @@ from hyperclip_lib.stages.common import stage_key
 from hyperclip_lib.store import ArtifactError, ArtifactStore, config_hash
 
 REPO = Path(__file__).resolve().parent.parent
-# The shipped world CLIPs were trained on an AMD EPYC (Zen 4), where retraining reproduces them bit for bit. On an
-# Intel Xeon (2026-12-02) the pinned paths gave other ci weights (model.pt 35c7de3c… against 8001c2e1…): the
-# contract holds across the AMD machines measured, not across CPU vendors (docs/architecture.md).
+# The shipped world CLIPs were trained on an AMD EPYC (Zen 4), where retraining reproduces them bit for bit, as on
+# a Zen 3 with AVX2 alone (2026-12-02). On an Intel Xeon (2026-12-02) the pinned paths gave other ci weights
+# (model.pt 35c7de3c… against 8001c2e1…): the contract holds across the AMD machines measured, not across CPU
+# vendors (docs/architecture.md).
 SHIPPED_ON_VENDOR = "AuthenticAMD"
 
 
