@@ -30,6 +30,7 @@ from pathlib import Path
 from . import numerics
 from .analysis import results_tables
 from .config import default_seeds, get_config
+from .models.families import RECIPES
 from .papermill_cli import PEAK_MEMORY
 from .records import load_records, stage_times
 from .runlock import RunFolder
@@ -39,6 +40,9 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # What Fig. 5B's extra descriptor shares run: its two methods (and CLIP, which defines the floor).
 FIG5B_JOB_PARAMETERS = {"02_baselines.ipynb": {"methods": ["CLIP as base model", "Cond. Multitask"]},
                  "05_hyperldm.ipynb": {"generators": ["HVAE"]}}
+# What notebook 02 runs at the shares after the first when seeds run apart: the rows that read descriptors (and
+# CLIP, the floor its tables are read against); the others train once per seed whatever the share.
+SHARE_JOB_METHODS = ["CLIP as base model", *(name for name, recipe in RECIPES.items() if recipe.conditional)]
 # Longest a single cell may run (papermill's --execution-timeout), about twice the slowest cell measured on a
 # loaded 2-core CPU (quick: world-v2 CLIP training, ~43 min); a cell past it is reported by notebook and cell,
 # and the notebook is run once more. None: no limit (the paper profile's cells run for hours on a GPU).
@@ -128,11 +132,18 @@ def plan_run(profile: str, out, seeds=None, fractions=None, fig5b_fractions=None
         return [Job(stem + suffix + (f"-seed{g[0]}" if split_seeds else ""), stem + ".ipynb", wave,
                     {**common, **extra, "seeds": g}) for g in groups]
 
-    jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fractions})
+    # With one process per seed, the conditioned rows' other shares are jobs of their own, so that three seeds'
+    # baselines pack onto two cores rather than leaving one idle while the third seed runs alone. Jobs of a
+    # wave start in this order, the longest first.
+    shares_apart = split_seeds and len(fractions) > 1
+    jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fractions[:1] if shares_apart else fractions})
+    jobs.append(Job("03_generators", "03_generators.ipynb", 1, dict(common)))
+    if shares_apart:
+        jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fractions[1:], "methods": SHARE_JOB_METHODS},
+                         "-shares")
     if fig5b_fractions:
         jobs += per_seed("02_baselines", 1, {"descriptor_fractions": fig5b_fractions,
                                              **FIG5B_JOB_PARAMETERS["02_baselines.ipynb"]}, "-fig5b")
-    jobs.append(Job("03_generators", "03_generators.ipynb", 1, dict(common)))
     jobs += per_seed("04_hyperclip", 2, {"descriptor_fractions": fractions})
     # Widgets on, as in JupyterLab. Their cells used to hang batch runs now and then: papermill left the cell's
     # reply unread in its socket; papermill_cli.py polls in 1-s slices (scripts/stress_widgets.sh measures it).

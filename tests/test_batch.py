@@ -22,7 +22,7 @@ TIMING_FIELDS = {"timings"}   # seconds differ from run to run; everything else 
 def test_the_plan_covers_every_notebook_seed_and_share(tmp_path):
     run = plan_run("quick", tmp_path, seeds=[0, 1, 2], fractions=[1.0, 0.5], fig5b_fractions=[0.1])
     names = [j.name for j in run.jobs]
-    assert names == ["01_dataset", "02_baselines", "02_baselines-fig5b", "03_generators", "04_hyperclip",
+    assert names == ["01_dataset", "02_baselines", "03_generators", "02_baselines-fig5b", "04_hyperclip",
                      "05_hyperldm", "05_hyperldm-fig5b", "06_analysis"]
     jobs = {j.name: j for j in run.jobs}
     assert jobs["02_baselines"].parameters["seeds"] == [0, 1, 2]
@@ -36,6 +36,16 @@ def test_the_plan_covers_every_notebook_seed_and_share(tmp_path):
     assert [j.name for j in split.jobs if j.notebook == "04_hyperclip.ipynb"] == ["04_hyperclip-seed0", "04_hyperclip-seed1"]
     assert [j.parameters["seeds"] for j in split.jobs if j.notebook == "05_hyperldm.ipynb"] == [[0], [1]]
     assert plan_run("ci", tmp_path).jobs[1].parameters["seeds"] == [0]
+
+    # one process per seed: the conditioned rows' further shares are jobs of their own, after the longest ones
+    apart = plan_run("quick", tmp_path, seeds=[0, 1], fractions=[1.0, 0.5], fig5b_fractions=[], split_seeds=True)
+    wave = [j for j in apart.jobs if j.wave == 1]
+    assert [j.name for j in wave] == ["02_baselines-seed0", "02_baselines-seed1", "03_generators",
+                                      "02_baselines-shares-seed0", "02_baselines-shares-seed1"]
+    assert wave[0].parameters["descriptor_fractions"] == [1.0] and wave[0].parameters.get("methods") is None
+    assert wave[3].parameters["descriptor_fractions"] == [0.5]
+    assert wave[3].parameters["methods"] == ["CLIP as base model", "Cond. Multitask", "Cond. Multitask FiLM",
+                                             "Cond. HNet-MAML"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -221,8 +231,9 @@ def test_bad_executor_settings_are_named_before_any_notebook_starts(tmp_path, ca
 
 def _batch(out: Path, home: Path, wait: bool = True, *extra: str, prefix=(), env=None):
     env = {**os.environ, "HYPERCLIP_HOME": str(home), "TQDM_DISABLE": "1", **(env or {})}
+    # both shares, so that with --jobs 2 the conditioned rows' second share runs as jobs of its own
     cmd = [*prefix, sys.executable, "-m", "hyperclip_lib.cli", "run-notebooks", "--profile", "ci", "--out", str(out),
-           *extra]
+           "--fractions", "1.0,0.5", *extra]
     if not wait:   # its output goes to OUT.log beside the run folder
         with open(out.with_name(out.name + ".log"), "w") as log:
             return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -245,14 +256,16 @@ def _numbers(records: Path) -> dict:
 
 def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tmp_path, ci_run):
     """The reproducibility contract (numerics.py): the fixture ran one notebook at a time on every core the
-    machine has; this run, two at a time, confined to one core, with more threads asked for in its environment,
-    gives byte-identical records (timings aside)."""
+    machine has; this run, two at a time, confined to one core, with more threads asked for in its environment
+    and notebook 02's second share as a job of its own, gives byte-identical records (timings aside)."""
     run_a, home_a = ci_run
     second = _batch(tmp_path / "b", tmp_path / "home_b", True, "--jobs", "2",
                     prefix=["taskset", "-c", "0"], env={"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"})
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "[start] 02_baselines-shares-seed0" in second.stdout
     a, b = _numbers(run_a / "records"), _numbers(tmp_path / "b" / "records")
     assert len(a) >= 14 and a.keys() == b.keys()
+    assert {"cond-multitask_seed0_q50.json", "cond-hnet-maml_seed0_q50.json"} <= a.keys()
     assert a == b   # every accuracy, per task too, and the config hashes
     record = next(iter(a.values()))
     assert len(record["config_hash"]) == 16 and {"python", "torch", "numpy"} <= record["versions"].keys()
@@ -264,7 +277,7 @@ def test_two_runs_from_empty_caches_give_the_same_numbers_and_a_third_resumes(tm
     summary = (run_a / "summary.md").read_text()
     assert "Table 1 (ci)" in summary and "| 06_analysis | done |" in summary
     assert re.search(r"\| 01_dataset \| done \| [\d.]+ \| \d{3,} \|", summary)   # minutes, peak MiB
-    assert "## Time per stage" in summary and "| hyperldm | sample_s | 2 |" in summary   # HNet's and HVAE's
+    assert "## Time per stage" in summary and "| hyperldm | sample_s | 4 |" in summary   # HNet's and HVAE's, 2 shares
     assert (run_a / "figures" / "06_fig5a_gamma_ci.png").stat().st_size > 0
     index = (run_a / "report" / "index.html").read_text()   # the browsable report: tables, figures, notebooks
     assert "Table 1 (ci)" in index and '<img src="../figures/06_fig5a_gamma_ci.png"' in index
