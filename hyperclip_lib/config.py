@@ -242,11 +242,21 @@ PAPER_TABLE3 = {
 }
 
 
+# World v2 (docs/world-v2-calibration.md): a 3×3 grid of at most 7 things, v2's question families, captions
+# written from the questions. The `ci` profile names it, so that its scenes, its shipped world CLIP and its records
+# stay as they are when the default world changes (world v3, issue 23); `--set`s of these give world v2 anywhere.
+WORLD_V2 = {"world.n_images": 20000, "world.image_size": 60, "world.grid": 3, "world.min_objects": 4,
+            "world.max_objects": 7, "world.color_concentration": 0.3, "world.repeat_prob": 0.0,
+            "world.repeat_color_prob": 0.0, "world.count_salience": 0.0, "world.question_design": 2,
+            "world.popularity_sigma": 0.8, "world_clip.caption_style": "questions", "world_clip.alt_color_prob": 0.7,
+            "world_clip.alt_number_prob": 0.3, "world_clip.alt_max_kinds": 3, "world_clip.alt_color_count_prob": 0.0}
+
+
 def _profile_overrides(profile: str) -> dict[str, Any]:
     if profile == "quick":
         return {}
     if profile == "ci":
-        return {"world.n_images": 300, "world.max_per_question": 25, "world.questions_per_image": 1000,
+        return {**WORLD_V2, "world.n_images": 300, "world.max_per_question": 25, "world.questions_per_image": 1000,
                 "world.availability_power": 0.0,
                 "world_clip.steps": 20, "world_clip.pool_images": 500, "world_clip.batch_size": 64, "world_clip.layers": 1,
                 "world_clip.warmup_steps": 5, "calibration.steps": 10,

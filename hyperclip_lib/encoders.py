@@ -25,7 +25,7 @@ from open_clip.model import CustomTextCLIP
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .config import WorldClipConfig, WorldConfig
+from .config import WORLD_V2, WorldClipConfig, WorldConfig
 from .store import atomic_write_json, config_hash, file_sha256
 from .captions import ALT_TEXTS_PER_SCENE, scene_captions, world_image_stream
 from .world import COLORS, SHAPES, SIZES, position_name, scene_config
@@ -186,8 +186,8 @@ class FrozenTextCache:
 
 # World-CLIP fields world v2 did not have; at their v2 value they are left out of its keys, so that world v2's
 # shipped CLIPs keep theirs
-LATER_CLIP_FIELDS = {"caption_style": "questions", "alt_color_prob": 0.7, "alt_number_prob": 0.3, "alt_max_kinds": 3,
-                     "alt_color_count_prob": 0.0}
+LATER_CLIP_FIELDS = {f: WORLD_V2[f"world_clip.{f}"] for f in ("caption_style", "alt_color_prob", "alt_number_prob",
+                                                                "alt_max_kinds", "alt_color_count_prob")}
 
 
 def world_clip_fields(cfg: WorldClipConfig) -> dict:

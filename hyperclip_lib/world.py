@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from .config import WorldConfig
+from .config import WORLD_V2, WorldConfig
 from .metavqa import annotation_file, image_dir, image_name, prompt_file, question_file
 from .store import atomic_write_json
 
@@ -97,7 +97,7 @@ SCENE_FIELDS = ("seed", "image_size", "grid", "min_objects", "max_objects", "sha
 
 # Scene fields world v2 did not have; at their v2 value they are left out of scene_config, so that world v2's
 # shipped CLIPs keep their keys
-LATER_SCENE_FIELDS = {"repeat_prob": 0.0, "repeat_color_prob": 0.0}
+LATER_SCENE_FIELDS = {f: WORLD_V2[f"world.{f}"] for f in ("repeat_prob", "repeat_color_prob")}
 
 
 def scene_config(cfg: WorldConfig) -> dict:

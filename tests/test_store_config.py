@@ -1,5 +1,6 @@
 """The artifact store (atomic, cached, self-checking) and the config system."""
 import concurrent.futures
+import dataclasses
 import json
 import multiprocessing
 import time
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperclip_lib.config import get_config, parse_overrides, with_overrides
+from hyperclip_lib.config import WORLD_V2, get_config, parse_overrides, with_overrides
 from hyperclip_lib.store import ArtifactStore, atomic_write_json
 
 
@@ -115,6 +116,12 @@ def test_profiles_and_overrides():
     steps = with_overrides(quick, parse_overrides(["ldm.sampler_steps=12"])).ldm.sampler_steps
     assert steps == 12 and isinstance(steps, int)
     assert with_overrides(quick, {"base.samples_per_task": "none"}).base.samples_per_task is None
+    # ci's scenes and captions are world v2's, whatever the default world, at ci's size
+    v2 = with_overrides(quick, WORLD_V2)
+    assert dataclasses.replace(ci.world, n_images=v2.world.n_images, max_per_question=v2.world.max_per_question,
+                               questions_per_image=v2.world.questions_per_image,
+                               availability_power=v2.world.availability_power) == v2.world
+    assert (ci.world_clip.caption_style, ci.world_clip.alt_max_kinds) == ("questions", 3)
 
 
 @pytest.mark.parametrize("overrides, message", [

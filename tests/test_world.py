@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hyperclip_lib.world as world
-from hyperclip_lib.config import get_config
+from hyperclip_lib.config import WORLD_V2, get_config
 from hyperclip_lib.metavqa import TaskSplit, build_meta_vqa, find_image
 from hyperclip_lib.splitstats import band_misses, minilm_embedder, split_statistics
 from hyperclip_lib.world import (COLORS, SHAPES, SIZES, parse_question, position_name, sample_scene, scene_questions,
@@ -69,7 +69,7 @@ def check(objects, question, answer, grid):
     return o.color == answer and answer in (a, b)
 
 
-@pytest.mark.parametrize("design", [{}, {"world.question_design": 3, "world.repeat_prob": 0.5, "world.max_objects": 9},
+@pytest.mark.parametrize("design", [WORLD_V2, {"world.question_design": 3, "world.repeat_prob": 0.5, "world.max_objects": 9},
                                     {"world.question_design": 3, "world.repeat_prob": 0.5, "world.grid": 4,
                                      "world.image_size": 80, "world.min_objects": 6, "world.max_objects": 13,
                                      "world.repeat_color_prob": 0.8}],
