@@ -50,6 +50,8 @@ def main() -> None:
             per_step[label] = (time.perf_counter() - start) / len(history["step"])
             print(f"{method}, {label}: {per_step[label]:.3f} s per meta-step of {c.base.meta_batch} tasks", flush=True)
         recipe, method_cfg = recipe_and_config(cfg, method)
+        family = build_family(cfg, method, wb.features)
+        params = family.init_params(torch.Generator().manual_seed(0))
         start = time.perf_counter()
         evaluate(family, params, validation, cfg.base, few_shot_lr=method_cfg.inner_lr)
         scoring = time.perf_counter() - start
