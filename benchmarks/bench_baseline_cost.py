@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 
 import torch
@@ -55,7 +56,7 @@ def main() -> None:
         start = time.perf_counter()
         evaluate(family, params, validation, cfg.base, few_shot_lr=method_cfg.inner_lr)
         scoring = time.perf_counter() - start
-        steps = method_cfg.epochs * -(-len(training_pool(cfg, method, len(train_tasks))) // cfg.base.meta_batch)
+        steps = method_cfg.epochs * math.ceil(len(training_pool(cfg, method, len(train_tasks))) / cfg.base.meta_batch)
         checks = cfg.base.curve_points + 1
         print(f"{method}: few-shot scoring of {len(validation)} meta-validation tasks {scoring:.1f} s; at the "
               f"config's schedule {steps} meta-steps take {steps * per_step['config']:.0f} s and {checks} scorings "

@@ -1,7 +1,7 @@
 """The reproducibility contract: the same config and seeds give identical records whatever `--jobs`, the
 executor or the machine's core count (same library versions). Across CPUs it held on the AMD EPYC machines
-measured (Zen 4 with AVX-512, Zen 3 with AVX2 alone), not on an Intel Xeon (2026-12-02: the ci world CLIP retrained to other bytes): some path these pins do
-not reach still depends on the CPU vendor.
+measured (Zen 4 with AVX-512, Zen 3 with AVX2 alone), not on an Intel Xeon (2026-12-02: the ci world CLIP
+retrained to other bytes): some path these pins do not reach still depends on the CPU vendor.
 
 Float arithmetic on a CPU depends on three things about the machine unless they are fixed; each is fixed here:
 
