@@ -17,24 +17,55 @@ from .world import (COUNT_WORDS, RELATIONS, SceneObject, grid_band, plural, posi
                     render_scene, sample_scene, world_habits)
 
 
-def world_image_stream(cfg: WorldConfig, seed: int, moved_twins: bool = False):
+def world_image_stream(cfg: WorldConfig, seed: int, moved_twins: bool = False, count_twin_prob: float = 0.0):
     """An endless stream of (image, objects) from a seed of its own, disjoint from the VQA files:
     the world CLIP is pretrained on these, as real CLIP is pretrained on images outside VQA.
 
     With `moved_twins`, scenes come in pairs: the same objects, then the same objects in other
     cells. In one contrastive batch the twins are hard negatives that differ only in where things
     are, so the image features must encode position, which attribute sets alone never require.
+    With probability `count_twin_prob` a pair's second scene is instead a *count twin* (`count_twin`):
+    one more or one fewer of a kind, so that telling the twins apart takes counting.
     """
     rng = np.random.default_rng([cfg.seed, 1, seed])
     habits = world_habits(cfg)
     while True:
         objects = sample_scene(rng, cfg, habits)
         yield render_scene(objects, cfg, rng), objects
+        if moved_twins and count_twin_prob and rng.random() < count_twin_prob:
+            twin = count_twin(objects, cfg.grid, rng)
+            if twin is not None:
+                yield render_scene(twin, cfg, rng), twin
+                continue
         if moved_twins:
             cells = rng.choice(cfg.grid * cfg.grid, size=len(objects), replace=False)
             moved = reading_order(SceneObject(o.shape, o.color, o.size, int(c) // cfg.grid, int(c) % cfg.grid)
                                   for o, c in zip(objects, cells))
             yield render_scene(moved, cfg, rng), moved
+
+
+def count_twin(objects: list[SceneObject], grid: int, rng: np.random.Generator) -> list[SceneObject] | None:
+    """The scene with one more of a kind it holds (a copy of one of its objects in a free cell) or one fewer of
+    a kind it holds more than one of, every other object where it was; None where neither can be done."""
+    free = sorted(set(range(grid * grid)) - {o.row * grid + o.col for o in objects})
+    removable = sorted({o.shape for o in objects if sum(x.shape == o.shape for x in objects) > 1})
+    if free and (not removable or rng.random() < 0.5):
+        model = objects[int(rng.integers(len(objects)))]
+        cell = free[int(rng.integers(len(free)))]
+        return reading_order([*objects, SceneObject(model.shape, model.color, model.size, cell // grid, cell % grid)])
+    if not removable:
+        return None
+    shape = removable[int(rng.integers(len(removable)))]
+    group = [i for i, o in enumerate(objects) if o.shape == shape]
+    drop = group[int(rng.integers(len(group)))]
+    return [o for i, o in enumerate(objects) if i != drop]
+
+
+def changed_kind(scene: list[SceneObject], twin: list[SceneObject]) -> str | None:
+    """The kind whose number differs between a scene and its count twin; None for moved twins."""
+    def number(objects, shape):
+        return sum(o.shape == shape for o in objects)
+    return next((s for s in sorted({o.shape for o in scene + twin}) if number(scene, s) != number(twin, s)), None)
 
 
 def describe_object(o: SceneObject, grid: int) -> str:
@@ -56,24 +87,26 @@ def alt_text(objects: list[SceneObject], grid: int, rng: np.random.Generator,
              color_prob: float = WorldClipConfig.alt_color_prob,
              number_prob: float = WorldClipConfig.alt_number_prob,
              max_kinds: int = WorldClipConfig.alt_max_kinds,
-             color_count_prob: float = WorldClipConfig.alt_color_count_prob) -> str:
+             color_count_prob: float = WorldClipConfig.alt_color_count_prob, lead: str | None = None) -> str:
     """One alt-text-like caption: up to `max_kinds` kinds of the scene, large ones first, e.g. 'a red star,
     three blue hearts on the left and a circle'; a kind of one colour is named with it with probability
     `color_prob`, a group with its number with probability `number_prob` ("some" otherwise). With
     probability `color_count_prob` the caption ends with how many things share a colour that several kinds
     have ('..., five red things in all'), as a page says how much of something red a picture holds: a number
-    over kinds, as the counting questions' are, never within a row, a column or a size."""
+    over kinds, as the counting questions' are, never within a row, a column or a size. A `lead` kind (a count
+    twin's) is named first, always with its number."""
     kinds: dict[str, list[SceneObject]] = {}
     for o in sorted(objects, key=lambda o: (o.size != "large", rng.random())):
         kinds.setdefault(o.shape, []).append(o)
+    named = sorted(kinds.items(), key=lambda kind: kind[0] != lead) if lead is not None else list(kinds.items())
     parts = []
-    for shape, group in list(kinds.items())[:int(rng.integers(1, max_kinds + 1))]:
+    for shape, group in named[:int(rng.integers(1, max_kinds + 1))]:
         colors = {o.color for o in group}
         color = group[0].color if len(colors) == 1 and rng.random() < color_prob else None
         if len(group) == 1:
             words = ["a", group[0].size if rng.random() < 0.3 else None, color, shape]
         else:
-            number = COUNT_WORDS[len(group)] if rng.random() < number_prob else "some"
+            number = COUNT_WORDS[len(group)] if shape == lead or rng.random() < number_prob else "some"
             words = [number, color, plural(shape)]
         if rng.random() < 0.2:
             axis = ("row", "col")[int(rng.integers(2))]

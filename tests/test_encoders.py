@@ -281,3 +281,40 @@ def test_alt_text_training_embeds_a_fixed_caption_set_once(ci_cfg, tmp_path, mon
     history = train_world_clip(cfg, ci_cfg.world, tmp_path)
     assert len(history["loss"]) == 3 and all(np.isfinite(history["loss"]))
     assert calls[0] == 0 and len(set(calls[1:])) == 1, "every caption a step uses was embedded before training"
+
+
+def test_count_twins_differ_in_the_number_of_one_kind_and_their_captions_say_so(ci_cfg):
+    from collections import Counter
+
+    from hyperclip_lib.captions import alt_text, changed_kind, count_twin, world_image_stream
+    from hyperclip_lib.world import COUNT_WORDS, SceneObject, plural
+    world = dataclasses.replace(ci_cfg.world, repeat_prob=0.5, min_objects=3, max_objects=9)
+    stream = world_image_stream(world, seed=0, moved_twins=True, count_twin_prob=0.5)
+    rng, kinds = np.random.default_rng(1), Counter()
+    for _ in range(200):
+        (_, scene), (_, twin) = next(stream), next(stream)
+        lead = changed_kind(scene, twin)
+        if lead is None:   # a moved twin: the same objects elsewhere
+            assert sorted((o.shape, o.color, o.size) for o in scene) == sorted((o.shape, o.color, o.size) for o in twin)
+            continue
+        kinds["added" if len(twin) > len(scene) else "removed"] += 1
+        few, many = sorted((scene, twin), key=len)
+        assert len(many) == len(few) + 1 and set(few) < set(many), "one object more, every other where it was"
+        extra, = set(many) - set(few)
+        if many is twin:   # added: a copy of one of the scene's objects
+            assert any((o.shape, o.color, o.size) == (extra.shape, extra.color, extra.size) for o in few)
+        else:              # removed: one of a kind the scene held more than once
+            assert any(o.shape == extra.shape for o in few)
+        for objects in (scene, twin):
+            head = alt_text(objects, world.grid, rng, number_prob=0.0, lead=lead).split(", ")[0].split(" and ")[0]
+            number = sum(o.shape == lead for o in objects)
+            assert head.split()[0] in ((COUNT_WORDS[number],) if number > 1 else ("a", "an")), head
+            assert (plural(lead) if number > 1 else lead) in head.split(), head
+    assert kinds["added"] > 20 and kinds["removed"] > 20, kinds
+    # no count twin at probability 0: the stream of every earlier world CLIP, draw for draw
+    plain, zero = world_image_stream(world, seed=0, moved_twins=True), world_image_stream(world, 0, True, 0.0)
+    for _ in range(20):
+        assert next(plain)[1] == next(zero)[1]
+    # a scene with no free cell and no kind twice has no count twin
+    full = [SceneObject(shape, "red", "small", i // 2, i % 2) for i, shape in enumerate(("star", "heart", "cross", "ring"))]
+    assert count_twin(full, 2, rng) is None
