@@ -18,26 +18,26 @@ PROFILES = ("ci", "quick", "paper")
 @dataclass(frozen=True)
 class WorldConfig:
     seed: int = 0
-    n_images: int = 20000
+    n_images: int = 22000            # world v2: 20,000
     val_fraction: float = 0.2          # share of images written as "val2014", as VQA v2 has two splits
-    image_size: int = 60               # 3×3 grid of 20-px cells: one ViT patch per cell
-    grid: int = 3                      # cells a side: 3 or 4 (world.grid_lines names their rows and columns)
-    min_objects: int = 4
-    max_objects: int = 7
+    image_size: int = 80               # 4×4 grid of 20-px cells: one ViT patch per cell (world v2: 60, 3×3)
+    grid: int = 4                      # cells a side: 3 or 4 (world.grid_lines names their rows and columns)
+    min_objects: int = 6               # world v2: 4
+    max_objects: int = 13              # world v2: 7
     shape_concentration: float = 2.0   # Dirichlet concentration of how common each kind is
-    color_concentration: float = 0.3   # ... of each kind's colour habits
+    color_concentration: float = 0.6   # ... of each kind's colour habits (world v2: 0.3)
     cell_concentration: float = 0.5    # ... of each kind's habitual places on the grid
     size_concentration: float = 0.3    # Beta concentration of each kind's chance of being large
-    repeat_prob: float = 0.0           # chance that an object is another of a kind already in the scene (groups
+    repeat_prob: float = 0.5           # chance that an object is another of a kind already in the scene (groups
                                        # of a kind, so counts vary as VQA's; world v2: 0)
-    repeat_color_prob: float = 0.0     # chance that such another one also has that one's colour (world v2: 0)
-    count_salience: float = 0.0        # a "how many" question is asked of an image in proportion to its answer
+    repeat_color_prob: float = 0.8     # chance that such another one also has that one's colour (world v2: 0)
+    count_salience: float = 2.0        # a "how many" question is asked of an image in proportion to its answer
                                        # to this power (world v2: 0)
-    question_design: int = 2           # the question families asked (world.scene_questions): 2 or 3
+    question_design: int = 4           # the question families asked (world.scene_questions): 2, 3 or 4 (world v2: 2)
     line_count_attributes: int = 1     # design 3: a count in a row or column filters on at most this many of size
                                        # and colour (0: only "objects in the top row")
     questions_per_image: int = 4       # questions asked of each image, drawn by popularity
-    popularity_sigma: float = 0.8      # log-normal spread of how readily each question is asked
+    popularity_sigma: float = 0.7      # log-normal spread of how readily each question is asked (world v2: 0.8)
     availability_power: float = 1.0    # popularity ÷ availability^power (world.QuestionWeights)
     pilot_scenes: int = 2000           # scenes that measure each question's availability
     max_per_question: int = 600        # cap on how often one question string is asked
@@ -55,11 +55,11 @@ class WorldClipConfig:
     context_length: int = 64           # room for whole-scene captions (full_scene_prob); longer ones are cut
     pool_images: int = 16000           # pretraining scenes (in moved twins), disjoint from the VQA files
     full_scene_prob: float = 0.0       # share of captions that describe the whole scene
-    caption_style: str = "questions"   # "questions" (world v2) or "alt-text" (captions.py)
-    alt_color_prob: float = 0.7        # alt-text: how often a kind of one colour is named with it
-    alt_number_prob: float = 0.3       # alt-text: how often a group of a kind is named with its number ("three")
-    alt_max_kinds: int = 3             # alt-text: at most this many kinds named in one caption
-    alt_color_count_prob: float = 0.0  # alt-text: how often a caption adds how many things share a colour
+    caption_style: str = "alt-text"    # "questions" (world v2) or "alt-text" (captions.py)
+    alt_color_prob: float = 0.95       # alt-text: how often a kind of one colour is named with it
+    alt_number_prob: float = 0.7       # alt-text: how often a group of a kind is named with its number ("three")
+    alt_max_kinds: int = 5             # alt-text: at most this many kinds named in one caption
+    alt_color_count_prob: float = 0.5  # alt-text: how often a caption adds how many things share a colour
     count_twin_prob: float = 0.0       # share of pretraining pairs that are count twins, not moved twins
                                        # (captions.count_twin: one more or one fewer of a kind)
     steps: int = 3000
@@ -77,8 +77,8 @@ class DataConfig:
     image_features: str | None = None  # a features file (`hyperclip extract-features`): image features made
                                   # elsewhere by encoder.model / encoder.pretrained; no image is read
     split_seed: int = 2021        # the authors' seed for every Meta-VQA split
-    validation_fraction: float = 0.0  # share of meta-train tasks held out as meta-validation, on which the
-                                  # baselines' schedules are chosen; no method trains on them (world v2: 0)
+    validation_fraction: float = 0.15  # share of meta-train tasks held out as meta-validation, on which the
+                                  # baselines' schedules are chosen; no method trains on them
     validation_seed: int = 0      # draws the meta-validation tasks: one split for every run seed
 
 
@@ -124,7 +124,7 @@ class BaseModelConfig:
     grad_clip: float = 10.0           # gradient-norm clip, applied before every optimiser step (paper: 10)
     few_shot_steps: int = 50          # adaptation steps on a meta-test support set (paper: 50)
     eval_tasks: int = 64              # meta-test tasks scored at once
-    curve_points: int = 10            # meta-test zero-shot checks along training, for the curves
+    curve_points: int = 4             # checks along training: early stopping on meta-validation, the curves
     descriptor_fraction: float = 1.0  # share of training tasks whose question conditional methods may see
     seed: int = 0
     device: str = "auto"              # where meta-training runs; "auto": CUDA when there is a GPU, else the CPU
@@ -145,13 +145,13 @@ class MethodConfig:
 class GeneratorConfig:
     """Fine-tuned-weights datasets and the HVAE (Algorithm 8, A.6.1); built with the run's seed (`base.seed`),
     so the spread over seeds includes the generators' own."""
-    finetune_per_task: int = 4        # adaptations per task, each on a fresh random support split
+    finetune_per_task: int = 2        # adaptations per task, each on a fresh random support split
     finetune_steps: int = 50          # paper: 50 (lr: the source method's inner lr, 0.01 MNet / 0.1 HNet)
     hvae_hidden1: int = 512           # paper: encoder 512, 256; decoder mirrored
     hvae_hidden2: int = 256
     hvae_latent: int = 32             # paper: 32
     hvae_pca_components: int = 256    # VAE over the weights' top principal coordinates; 0: over every weight (paper)
-    hvae_epochs: int = 60             # paper: 2000 passes over the tasks
+    hvae_epochs: int = 15             # paper: 2000 passes over the tasks
     hvae_lr: float = 1e-3             # paper: 1e-4 (over all 33k raw weights here 1e-3 diverged)
     hvae_batch: int = 32              # paper: 32
     hvae_clip: float = 1000.0         # gradient-norm clip, encoder and decoder separately (paper: 1000)
@@ -162,7 +162,7 @@ class GeneratorConfig:
 class HyperClipConfig:
     """CLIP_H over flattened weights (A.6.2) and HyperCLIP guidance (Eq. 4, Algorithm 11)."""
     hidden: int = 256                 # paper: one hidden layer of 256, tanh
-    epochs: int = 60                  # paper: 600
+    epochs: int = 15                  # paper: 600
     lr: float = 3e-4                  # paper: 3e-4
     batch: int = 64                   # paper: 64 (tasks per batch, each once)
     logit_scale: float = 1 / 0.07     # initial; learnt as CLIP's temperature (clamped at 100)
@@ -183,7 +183,7 @@ class LDMConfig:
     beta_start: float = 1e-4          # paper: linear β from 1e-4 ...
     beta_end: float = 0.06            # ... to 0.06
     schedule: str = "linear"          # "linear" or "cosine"
-    steps: int = 1200                 # optimiser steps
+    steps: int = 600                  # optimiser steps
     batch: int = 256
     lr: float = 1e-3
     cond_dropout: float = 0.2         # probability of training a described row with the null condition
@@ -208,17 +208,18 @@ class Config:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
-    # One section per row of the paper's Table 3. These defaults are `quick`'s CPU-sized schedules, scaled
-    # evenly from Table 3: a tenth of its epochs at ten times its outer lr, inner lr as the paper, at most 5
-    # inner steps; the `paper` profile sets Table 3 itself.
+    # One section per row of the paper's Table 3. These defaults are `quick`'s CPU-sized schedules (world v3's
+    # budget, docs/world-v3-calibration.md), scaled evenly from Table 3: a tenth of its epochs at ten times its
+    # outer lr, the MAML family a fiftieth at fifty times (each lr chosen on meta-validation over 1× and 5× of
+    # the tenth's), inner lr as the paper, at most 5 inner steps; the `paper` profile sets Table 3 itself.
     clip: MethodConfig = MethodConfig(epochs=0, lr=0.0, inner_lr=0.01)   # CLIP as base model: only its few-shot lr
     multitask: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.01)
-    mnet_maml: MethodConfig = MethodConfig(epochs=50, lr=3e-4, inner_lr=0.01, inner_steps_max=5)
-    mnet_fomaml: MethodConfig = MethodConfig(epochs=50, lr=3e-4, inner_lr=0.01, inner_steps_max=5)
-    hnet_maml: MethodConfig = MethodConfig(epochs=10, lr=3e-4, inner_lr=0.1, inner_steps_max=5)
+    mnet_maml: MethodConfig = MethodConfig(epochs=10, lr=1.5e-3, inner_lr=0.01, inner_steps_max=5)
+    mnet_fomaml: MethodConfig = MethodConfig(epochs=10, lr=1.5e-3, inner_lr=0.01, inner_steps_max=5)
+    hnet_maml: MethodConfig = MethodConfig(epochs=2, lr=1.5e-3, inner_lr=0.1, inner_steps_max=5)
     cond_multitask: MethodConfig = MethodConfig(epochs=6, lr=1e-3, inner_lr=0.1)
     film: MethodConfig = MethodConfig(epochs=30, lr=1e-3, inner_lr=0.1)
-    cond_hnet_maml: MethodConfig = MethodConfig(epochs=20, lr=1e-4, inner_lr=0.1, inner_steps_max=5)
+    cond_hnet_maml: MethodConfig = MethodConfig(epochs=4, lr=5e-4, inner_lr=0.1, inner_steps_max=5)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     hyperclip: HyperClipConfig = field(default_factory=HyperClipConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
@@ -255,11 +256,17 @@ WORLD_V2 = {"world.n_images": 20000, "world.image_size": 60, "world.grid": 3, "w
             "world_clip.count_twin_prob": 0.0}
 
 
+CI_SCHEDULES_BEFORE_V3 = {"data.validation_fraction": 0.0, "mnet_maml.lr": 3e-4, "mnet_fomaml.lr": 3e-4,
+                          "hnet_maml.lr": 3e-4, "cond_hnet_maml.lr": 1e-4}
+
+
 def _profile_overrides(profile: str) -> dict[str, Any]:
     if profile == "quick":
         return {}
     if profile == "ci":
-        return {**WORLD_V2, "world.n_images": 300, "world.max_per_question": 25, "world.questions_per_image": 1000,
+        # world v2's scenes and captions, and the schedules its records were written for before world v3
+        return {**WORLD_V2, **CI_SCHEDULES_BEFORE_V3,
+                "world.n_images": 300, "world.max_per_question": 25, "world.questions_per_image": 1000,
                 "world.availability_power": 0.0,
                 "world_clip.steps": 20, "world_clip.pool_images": 500, "world_clip.batch_size": 64, "world_clip.layers": 1,
                 "world_clip.warmup_steps": 5, "calibration.steps": 10,
@@ -282,6 +289,7 @@ def _profile_overrides(profile: str) -> dict[str, Any]:
                 "hyperclip.epochs": 600, "ldm.width1": 8192, "ldm.width2": 16384, "ldm.width3": 8192,
                 "ldm.lr": 2.5e-4, "ldm.batch": 128, "ldm.steps": 136_000,   # A.6.3: 1000 epochs of ~17k latents
                 "ldm.sampler": "ddpm",   # the paper's sampler, all 350 steps (cheap on a GPU)
+                "data.validation_fraction": 0.0, "base.curve_points": 10,   # Table 3's schedules, not chosen ones
                 **{f"{m}.{k}": v for m, row in PAPER_TABLE3.items() for k, v in row.items()}}
     raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
 

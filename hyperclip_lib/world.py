@@ -270,6 +270,9 @@ FAMILIES = {
     "line-shape": (("What is the {s}?", "What kind of object is the {s}?", "Which object is the {s}?",
                     "What is the {s} in the picture?", "What shape is the {s}?"),
                    "the {s} is a {{}}."),
+    "line-color": (("What color is the {s}?", "What is the color of the {s}?", "Which color does the {s} have?",
+                    "What colour is the {s}?", "The {s} is what color?"),
+                   "the {s} is {{}}."),
     "relation-color": (("What color is the object {s}?", "What is the color of the thing {s}?",
                         "Which color has the object {s}?", "What colour is the item {s}?"),
                        "the object {s} is {{}}."),
@@ -291,17 +294,19 @@ _LINE_SUBJECT = ".+ in the (?:" + "|".join(sorted({line for lines in GRID_LINES.
 
 
 def _family_pattern(family: str, phrasing: str) -> str:
-    if family == "line-shape":
+    if family.startswith("line-"):
         subject = _LINE_SUBJECT
     else:
         subject = _RELATION_SUBJECT if family.startswith("relation") else ".+"
     return re.escape(phrasing).replace(re.escape("{s}"), f"({subject})")
 
 
-# The specific forms first: relations, then longer phrasings ("Is there a {s} in the picture?" before "Is there a {s}?")
+# The specific forms first: relations and line colours (whose phrasings are the colour family's), then longer
+# phrasings ("Is there a {s} in the picture?" before "Is there a {s}?")
 _PATTERNS = [(family, re.compile(_family_pattern(family, phrasing)))
              for family, phrasing in sorted({(f, p) for f, (ps, _) in FAMILIES.items() for p in ps + PHRASINGS_V3.get(f, ())},
-                                            key=lambda fp: (not fp[0].startswith("relation"), -len(fp[1]), fp))]
+                                            key=lambda fp: (not fp[0].startswith(("relation", "line-color")),
+                                                            -len(fp[1]), fp))]
 
 
 def parse_question(question: str) -> tuple[str, str] | None:
@@ -331,7 +336,10 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2, line
 
     `design` 2 asks world v2's questions; 3 asks world v3's (calibrated to VQA's question mix): counting
     by up to two attributes or within a row or column, the kind of the one object of a colour in a row or
-    column, where a kind or a coloured thing is, and one relation direction per reference and attribute.
+    column, where a kind or a coloured thing is, and one relation direction per reference and attribute;
+    4 (fewer relations, as in VQA) also asks the colour of the one thing of a kind in a row or column (rows or
+    columns, one axis per kind, chosen by a hash), and asks relations only of references picked out by colour
+    and kind.
     A count within a row or column picks things out by at most `line_count_attributes` of size and colour
     (design 3; 0: only "How many objects are in the top row?")."""
     qs: list[tuple[str, str, str, str, str]] = []
@@ -369,6 +377,12 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2, line
                     o = unique(lambda o: fits(o, size, color, None) and in_line(o, line, grid))
                     if o:
                         ask("line-shape", phrase(size, color, "object in the", line), o.shape)
+        if design >= 4 and size is None:   # the colour of the one thing of a kind in a row or column
+            for shape in SHAPES:
+                for line in [l for l in grid_lines(grid) if l.endswith(("row", "column")[stable_hash("line-color", shape) % 2])]:
+                    o = unique(lambda o: fits(o, size, None, shape) and in_line(o, line, grid))
+                    if o:
+                        ask("line-color", phrase(size, shape, "in the", line), o.color)
 
     if design >= 3:   # where a kind or a coloured thing is
         for size, color, shape in [(None, None, s) for s in SHAPES] + [(z, c, None) for z in (None, *SIZES) for c in COLORS]:
@@ -379,7 +393,7 @@ def scene_questions(objects: list[SceneObject], grid: int, design: int = 2, line
     # axis (left of / right of, above / below), also asking where a coloured kind is; world v3 one in all
     for color, shape in [(c, s) for c in (None, *COLORS) for s in SHAPES]:
         ref = unique(lambda o: fits(o, None, color, shape))
-        if ref is None:
+        if ref is None or (design >= 4 and color is None):
             continue
         if color and design < 3:
             ask("position", phrase(color, shape), position_name(ref.row, ref.col, grid))

@@ -40,13 +40,13 @@ def in_named_line(o, line, grid):
 
 def check(objects, question, answer, grid):
     family, subject = parse_question(question)
-    if " in the " in subject and family in ("count", "line-shape"):   # things in one row or column
+    if " in the " in subject and family in ("count", "line-shape", "line-color"):   # things in one row or column
         subject, line = subject.split(" in the ")
         objects = [o for o in objects if in_named_line(o, line, grid)]
-        if family == "line-shape":
+        if family.startswith("line-"):
             hits = referents(objects, subject)
             assert len(hits) == 1, question
-            return hits[0].shape == answer
+            return getattr(hits[0], family.split("-")[1]) == answer
     if family.startswith("relation"):
         relation = next(r for r in DIRECTIONS if subject.startswith(r + " the "))
         (ref,) = referents(objects, subject[len(relation) + 5:])
@@ -69,11 +69,13 @@ def check(objects, question, answer, grid):
     return o.color == answer and answer in (a, b)
 
 
+GRID_4X4 = {"world.repeat_prob": 0.5, "world.grid": 4, "world.image_size": 80, "world.min_objects": 6,
+            "world.max_objects": 13, "world.repeat_color_prob": 0.8}
+
+
 @pytest.mark.parametrize("design", [WORLD_V2, {"world.question_design": 3, "world.repeat_prob": 0.5, "world.max_objects": 9},
-                                    {"world.question_design": 3, "world.repeat_prob": 0.5, "world.grid": 4,
-                                     "world.image_size": 80, "world.min_objects": 6, "world.max_objects": 13,
-                                     "world.repeat_color_prob": 0.8}],
-                         ids=["v2", "v3", "v3-4x4"])
+                                    {"world.question_design": 3, **GRID_4X4}, {"world.question_design": 4, **GRID_4X4}],
+                         ids=["v2", "v3", "v3-4x4", "design-4"])
 def test_every_question_has_a_unique_and_correct_answer_and_each_concept_one_phrasing(design):
     cfg = get_config("quick", design).world
     rng, habits = np.random.default_rng(0), world_habits(cfg)
@@ -209,3 +211,25 @@ def test_line_count_attributes_bounds_what_a_count_within_a_row_or_column_filter
     assert plain and all(not filters(q) and "objects" in q for q in plain)
     assert plain < with_one and any(len(filters(q)) == 1 for q in with_one)
     assert all(len(filters(q)) <= 1 for q in with_one)
+
+
+def test_design_4_asks_relations_only_of_coloured_kinds_and_line_colours_along_one_axis_per_kind():
+    cfg = get_config("ci", {"world.question_design": 4, **GRID_4X4}).world
+    rng, habits = np.random.default_rng(0), world_habits(cfg)
+    scenes = [sample_scene(rng, cfg, habits) for _ in range(200)]
+    asked = {design: [(family, parse_question(q)[1]) for objects in scenes
+                      for q, _, _, family, _ in scene_questions(objects, cfg.grid, design)] for design in (3, 4)}
+    relations = {design: [(f, s) for f, s in asked[design] if f.startswith("relation")] for design in (3, 4)}
+    coloured = [(f, s) for f, s in relations[3] if s.split(" the ", 1)[1].split()[0] in COLORS]
+    assert 0 < len(coloured) < len(relations[3]) and sorted(relations[4]) == sorted(coloured)
+    line_colors = [s for f, s in asked[4] if f == "line-color"]
+    assert line_colors and not any(f == "line-color" for f, _ in asked[3])
+    axes = defaultdict(set)
+    for subject in line_colors:
+        kind, line = subject.split(" in the ")
+        assert kind in SHAPES, "a line colour is asked of a kind, by nothing else"
+        axes[kind].add(line.split()[1])
+    assert all(len(a) == 1 for a in axes.values()) and len({a for (a,) in axes.values()}) == 2
+    # design 4 only adds questions to design 3's other families
+    others = {design: {(f, s) for f, s in asked[design] if not f.startswith(("relation", "line-color"))} for design in (3, 4)}
+    assert others[3] == others[4]
